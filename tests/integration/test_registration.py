@@ -1,0 +1,152 @@
+"""The stock ``anomalib`` command sees our classes; the start-up hook costs nothing to plain Python."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import sysconfig
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO_ROOT, assert_succeeded, console_script, run_command
+
+PYTHON = sys.executable
+PROBE = (
+    "import json, sys; "
+    "print(json.dumps({'heavy': sorted(m for m in sys.modules if m.split('.')[0] in {'anomalib', 'torch', "
+    "'anomalib_medical', 'typing', 'importlib.abc'}), "
+    "'finders': [type(f).__name__ for f in sys.meta_path]}))"
+)
+
+
+def _probe(env: dict[str, str] | None = None, code: str = PROBE) -> dict:
+    process = run_command([PYTHON, "-c", code], env=env)
+    assert_succeeded(process)
+    return json.loads(process.stdout.strip().splitlines()[-1])
+
+
+def test_hook_is_installed_at_start_up_and_imports_nothing_heavy() -> None:
+    state = _probe()
+    assert "_AutoloadFinder" in state["finders"]
+    assert state["heavy"] == []
+
+
+def test_hook_adds_no_measurable_start_up_time() -> None:
+    process = run_command([PYTHON, "-X", "importtime", "-c", "pass"])
+    assert_succeeded(process)
+    hook_lines = [line for line in process.stderr.splitlines() if line.rstrip().endswith("anomalib_medical_autoload")]
+    assert hook_lines, f"the hook was not imported at start-up:\n{process.stderr}"
+    cumulative_us = int(hook_lines[0].split("|")[1])
+    assert cumulative_us < 5_000, f"the start-up hook took {cumulative_us} us (with what it imports)"
+
+
+def test_hook_can_be_switched_off() -> None:
+    state = _probe(env={"ANOMALIB_MEDICAL_AUTOLOAD": "0"})
+    assert "_AutoloadFinder" not in state["finders"]
+    code = "import sys, anomalib.models; print('anomalib_medical' in sys.modules)"
+    process = run_command([PYTHON, "-c", code], env={"ANOMALIB_MEDICAL_AUTOLOAD": "0"})
+    assert_succeeded(process)
+    assert process.stdout.strip().splitlines()[-1] == "False"
+
+
+def test_importing_anomalib_models_loads_the_plugin_once_and_removes_the_hook() -> None:
+    code = (
+        "import sys, anomalib.models; "
+        "print('anomalib_medical' in sys.modules, any(type(f).__name__ == '_AutoloadFinder' for f in sys.meta_path))"
+    )
+    process = run_command([PYTHON, "-c", code])
+    assert_succeeded(process)
+    assert process.stdout.strip().splitlines()[-1] == "True False"
+
+
+def test_package_does_not_import_engine_or_cli() -> None:
+    code = (
+        "import sys, anomalib_medical; "
+        "print(sorted(m for m in sys.modules if m.startswith(('anomalib.engine', 'anomalib.cli'))))"
+    )
+    process = run_command([PYTHON, "-c", code], env={"ANOMALIB_MEDICAL_AUTOLOAD": "0"})
+    assert_succeeded(process)
+    assert process.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_public_api() -> None:
+    import anomalib_medical
+
+    assert isinstance(anomalib_medical.__version__, str)
+    assert anomalib_medical.__version__.count(".") >= 2
+    for name in anomalib_medical.__all__:
+        assert hasattr(anomalib_medical, name), name
+    assert {"DigitAnatomy", "ChestXray"} <= set(anomalib_medical.__all__)
+
+
+def test_class_names_do_not_clash_with_anomalib() -> None:
+    import anomalib.data
+    import anomalib.models
+
+    import anomalib_medical
+
+    ours = set(anomalib_medical.data.__all__) | set(anomalib_medical.models.__all__)
+    assert ours, "the package exports no classes"
+    theirs = set(dir(anomalib.data)) | set(dir(anomalib.models))
+    assert not ours & theirs, f"names shared with anomalib: {sorted(ours & theirs)}"
+    for name in ours:
+        module = getattr(anomalib_medical, name).__module__
+        assert "._" not in module, f"{name} lives in a private module path {module}"
+
+
+@pytest.mark.parametrize(
+    ("script", "env"),
+    [("anomalib", {}), ("anomalib-medical", {"ANOMALIB_MEDICAL_AUTOLOAD": "0"})],
+    ids=["stock-command-with-hook", "own-command-without-hook"],
+)
+def test_console_scripts_resolve_short_names_and_show_our_docstrings(script: str, env: dict[str, str]) -> None:
+    process = run_command([console_script(script), "train", "--data.help", "DigitAnatomy"], env=env)
+    assert_succeeded(process)
+    assert "anomalib_medical.data.DigitAnatomy" in process.stdout
+    assert "--data.cell_size" in process.stdout
+
+
+def test_without_the_hook_the_stock_command_does_not_know_our_classes() -> None:
+    """Guards the test above: it must be the hook that makes the short name resolvable."""
+    process = run_command(
+        [console_script("anomalib"), "train", "--data.help", "DigitAnatomy"],
+        env={"ANOMALIB_MEDICAL_AUTOLOAD": "0"},
+    )
+    assert process.returncode != 0
+
+
+def _site_packages(venv: Path) -> Path:
+    return Path(
+        sysconfig.get_path("purelib", vars={"base": str(venv), "platbase": str(venv)}),
+    )
+
+
+def test_wheel_install_registers_with_the_stock_command(tmp_path: Path) -> None:
+    """``pip install .`` (a built wheel, not the editable install) puts the hook at the site-packages root.
+
+    The fresh virtualenv borrows the test environment's dependencies through a path-only ``.pth`` line
+    (``.pth`` files of that borrowed directory are not processed, so the editable install's hook stays out).
+    """
+    venv = tmp_path / "venv"
+    assert_succeeded(run_command([PYTHON, "-m", "venv", venv]))
+    python = venv / "bin" / "python"
+    borrowed = Path(sysconfig.get_path("purelib"))
+    (_site_packages(venv) / "zz_borrowed_dependencies.pth").write_text(f"{borrowed}\n")
+    source = tmp_path / "source"
+    shutil.copytree(REPO_ROOT, source, ignore=shutil.ignore_patterns(".git", ".venv", "*.egg-info", "__pycache__"))
+    install = run_command(
+        [python, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--no-index", "-q", source],
+    )
+    assert_succeeded(install)
+    site = _site_packages(venv)
+    assert (site / "anomalib_medical_autoload.pth").is_file()
+    assert (site / "anomalib_medical" / "__init__.py").is_file()
+    where = run_command([python, "-c", "import anomalib_medical; print(anomalib_medical.__file__)"])
+    assert_succeeded(where)
+    assert str(site) in where.stdout
+    cli = "from anomalib.cli.cli import main; import sys; sys.argv[0] = 'anomalib'; main()"
+    process = run_command([python, "-c", cli, "train", "--data.help", "DigitAnatomy"])
+    assert_succeeded(process)
+    assert "anomalib_medical.data.DigitAnatomy" in process.stdout
