@@ -39,9 +39,9 @@ class _LoadAfter:
         self._loader.exec_module(module)
         _AutoloadFinder.uninstall()
         try:
-            import anomalib_medical  # noqa: F401, PLC0415  (the point of the hook)
+            import anomalib_medical  # noqa: F401  (the point of the hook)
         except Exception as error:  # a broken plugin must not take the stock anomalib command down with it
-            import warnings  # noqa: PLC0415
+            import warnings
 
             warnings.warn(
                 f"anomalib-medical could not be loaded, its models and datamodules are unavailable: {error!r}. "

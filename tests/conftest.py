@@ -17,7 +17,9 @@ def console_script(name: str) -> Path:
     """Path of a console script installed next to the running interpreter."""
     path = Path(sys.executable).parent / name
     if not path.exists():
-        msg = f"console script {name!r} not found next to {sys.executable}: is the package installed (pip install -e .)?"
+        msg = (
+            f"console script {name!r} not found next to {sys.executable}: is the package installed (pip install -e .)?"
+        )
         raise FileNotFoundError(msg)
     return path
 
@@ -30,7 +32,7 @@ def run_command(
 ) -> subprocess.CompletedProcess[str]:
     """Run a command with a small-thread environment and return its completed process (output captured)."""
     full_env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore", **(env or {})}
-    return subprocess.run(  # noqa: S603  (commands are the tests' own)
+    return subprocess.run(
         [str(arg) for arg in args],
         cwd=cwd,
         env=full_env,

@@ -11,7 +11,7 @@ import anomalib_medical  # noqa: F401  (defines our subclasses before anomalib p
 
 def main() -> None:
     """Run anomalib's CLI (``anomalib.cli.cli.main``) with our classes registered."""
-    from anomalib.cli.cli import main as anomalib_main  # noqa: PLC0415  (keep the CLI off our import path)
+    from anomalib.cli.cli import main as anomalib_main
 
     anomalib_main()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import sys
 import sysconfig
@@ -104,8 +105,9 @@ def test_class_names_do_not_clash_with_anomalib() -> None:
 def test_console_scripts_resolve_short_names_and_show_our_docstrings(script: str, env: dict[str, str]) -> None:
     process = run_command([console_script(script), "train", "--data.help", "DigitAnatomy"], env=env)
     assert_succeeded(process)
-    assert "anomalib_medical.data.DigitAnatomy" in process.stdout
+    assert re.search(r"Help for --data.help=anomalib_medical(\.data)?\.DigitAnatomy", process.stdout)
     assert "--data.cell_size" in process.stdout
+    assert "3x3 grids of the digits" in process.stdout
 
 
 def test_without_the_hook_the_stock_command_does_not_know_our_classes() -> None:
@@ -149,4 +151,4 @@ def test_wheel_install_registers_with_the_stock_command(tmp_path: Path) -> None:
     cli = "from anomalib.cli.cli import main; import sys; sys.argv[0] = 'anomalib'; main()"
     process = run_command([python, "-c", cli, "train", "--data.help", "DigitAnatomy"])
     assert_succeeded(process)
-    assert "anomalib_medical.data.DigitAnatomy" in process.stdout
+    assert "--data.cell_size" in process.stdout

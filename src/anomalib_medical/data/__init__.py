@@ -1,0 +1,26 @@
+"""Datamodules for radiograph anomaly detection (``anomalib.data.AnomalibDataModule`` subclasses)."""
+
+from anomalib_medical.data.chest_xray import ChestXray, ChestXrayDataset
+from anomalib_medical.data.chexpert import CheXpert
+from anomalib_medical.data.digit_anatomy import (
+    DigitAnatomy,
+    DigitAnatomyDataset,
+    DigitAnatomyGenerator,
+    DigitAnatomyTrainDataset,
+)
+from anomalib_medical.data.rsna_pneumonia import RSNAPneumonia
+from anomalib_medical.data.transforms import HistogramEqualisation
+from anomalib_medical.data.vindr_cxr import VinDrCXR
+
+__all__: list[str] = [
+    "CheXpert",
+    "ChestXray",
+    "ChestXrayDataset",
+    "DigitAnatomy",
+    "DigitAnatomyDataset",
+    "DigitAnatomyGenerator",
+    "DigitAnatomyTrainDataset",
+    "HistogramEqualisation",
+    "RSNAPneumonia",
+    "VinDrCXR",
+]

@@ -1,0 +1,3 @@
+"""Anomaly detection models (``anomalib.models.components.AnomalibModule`` subclasses)."""
+
+__all__: list[str] = []
