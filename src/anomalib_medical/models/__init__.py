@@ -1,3 +1,5 @@
 """Anomaly detection models (``anomalib.models.components.AnomalibModule`` subclasses)."""
 
-__all__: list[str] = []
+from anomalib_medical.models.synthetic_task_localiser import SyntheticTaskLocaliser, SyntheticTaskLocaliserEnsemble
+
+__all__: list[str] = ["SyntheticTaskLocaliser", "SyntheticTaskLocaliserEnsemble"]

@@ -1,0 +1,269 @@
+"""Synthetic-task localiser: self-supervised anomaly localisation from multiple synthetic tasks.
+
+Baugh et al., "Many tasks make light work: Learning to localise medical anomalies from multiple synthetic tasks",
+MICCAI 2023 (https://arxiv.org/abs/2307.00899); authors' code: https://github.com/matt-baugh/many-tasks-make-light-work
+(MIT). Histogram equalisation of the inputs as an option: Mueller et al., "Confidence-Aware and Self-supervised
+Image Anomaly Localisation", UNSURE 2023.
+
+Training corrupts each normal image of the batch with one of the *training tasks* and regresses the
+flipped-Gaussian label map with a U-Net (MSE). Validation keeps anomalib's contract (predictions on the
+datamodule's validation split feed the post-processor's thresholds and normalisation) and, in the same step,
+corrupts the split's *normal* images with the held-out *validation tasks*: the pixel average precision over
+these corrupted images and their uncorrupted originals is logged as ``synthetic_pixel_AP``, with the MSE as
+``synthetic_val_loss``. The corruptions are re-drawn from ``validation_seed`` at every validation epoch, so the
+numbers are comparable across epochs. Monitor ``synthetic_pixel_AP`` (mode ``max``) with Lightning's
+``ModelCheckpoint``/``EarlyStopping`` to choose the training length without any real anomaly; when the trainer's
+checkpoint callback monitors it, the best checkpoint's weights (and thresholds) are restored at the end of
+``fit``, so ``anomalib train`` tests the selected model. Use ``anomalib.callbacks.ModelCheckpoint``: anomalib's
+engine adds its own checkpoint callback unless one of that class is given.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from anomalib import LearningType
+from anomalib.data import Batch
+from anomalib.metrics import AUPR, AUROC, Evaluator, F1Score
+from anomalib.models.components import AnomalibModule
+from anomalib.post_processing import PostProcessor
+from anomalib.pre_processing import PreProcessor
+from anomalib.visualization import Visualizer
+from lightning.pytorch.utilities.types import STEP_OUTPUT
+from torch.nn import functional as F
+from torchmetrics import MeanSquaredError
+from torchmetrics.classification import BinaryAveragePrecision
+from torchvision.transforms.v2 import Compose, Resize
+
+from .tasks import TASK_NAMES, SyntheticAnomalyGenerator, build_task
+from .torch_model import ScoreAggregation, SyntheticTaskLocaliserModel
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["SYNTHETIC_PIXEL_AP", "SyntheticTaskLocaliser", "warmup_exponential_decay"]
+
+#: Name of the logged model-selection metric.
+SYNTHETIC_PIXEL_AP = "synthetic_pixel_AP"
+
+
+def warmup_exponential_decay(step: int, warmup_steps: int, decay_rate: float, min_factor: float) -> float:
+    """Learning-rate factor of the authors' schedule: linear warm-up from 1 %, exponential decay, then constant."""
+    if step < warmup_steps:
+        return 0.01 + 0.99 * step / warmup_steps
+    return max(decay_rate ** (step - warmup_steps), min_factor)
+
+
+class SyntheticTaskLocaliser(AnomalibModule):
+    """Localise anomalies by regressing labels of synthetic anomalies, validated on held-out synthetic tasks.
+
+    Args:
+        train_tasks: Names of the training tasks (see :data:`.tasks.TASK_NAMES`).
+        validation_tasks: Names of the held-out validation tasks; empty disables the synthetic validation.
+        sigma: Standard deviation of the flipped-Gaussian labelling function (task space [-1, 1]).
+        intensity_scale: Scale of the smooth intensity change task (task space).
+        push_distance: Push-distance range in pixels of the deformation tasks (authors: 0.5 to 10 at 256x256).
+        source_images: Folder of external images for inter-dataset blending (``None``: scikit-image photographs).
+        foreground_threshold: Foreground of an image for the 50 % overlap rule, as a fraction of its intensity
+            range; ``None`` treats the whole image as foreground (as the authors do for chest X-rays).
+        min_size: Smallest target-mask axis as a fraction of the image.
+        max_size: Largest target-mask extent as a fraction of the image.
+        depth: U-Net depth (paper: 7 at 256x256).
+        base_channels: Channels of the first U-Net stage.
+        max_channels: U-Net channel cap.
+        positional_encoding: Add coordinate and random-Fourier-feature input channels.
+        score_aggregation: Image score from the pixel map: ``"mean"`` (authors) or ``"max"``.
+        learning_rate: Peak AdamW learning rate (authors: 5e-3).
+        weight_decay: AdamW weight decay (authors: 0).
+        warmup_steps: Optimiser steps of linear warm-up from 1 % of the peak (authors: 100).
+        decay_rate: Per-step exponential decay after warm-up (authors: 0.9997122, a factor e per ~3,470 steps).
+        min_lr_factor: Floor of the decay as a fraction of the peak (authors: 1/20).
+        histogram_equalisation: Equalise each input image's histogram (in the torch model, so in the exported
+            graph; Mueller et al., 2023).
+        image_size: Resize target of the default pre-processor.
+        seed: Seed of the training tasks' random generator (``None``: ``torch.initial_seed()`` at fit start, so
+            ``seed_everything`` makes training reproducible).
+        validation_seed: Seed of the validation corruptions, re-used at every validation epoch.
+        pre_processor: Pre-processor, or ``True`` for the default (resize to ``image_size``).
+        post_processor: Post-processor or flag.
+        evaluator: Evaluator or flag (default: image/pixel AUROC, AUPR and F1).
+        visualizer: Visualizer or flag.
+
+    """
+
+    def __init__(
+        self,
+        train_tasks: Sequence[str] = TASK_NAMES[:4],
+        validation_tasks: Sequence[str] = TASK_NAMES[4:],
+        sigma: float = 0.2,
+        intensity_scale: float = 0.2,
+        push_distance: tuple[float, float] = (0.5, 10.0),
+        source_images: str | Path | None = None,
+        foreground_threshold: float | None = None,
+        min_size: float = 0.06,
+        max_size: float = 0.8,
+        depth: int = 7,
+        base_channels: int = 32,
+        max_channels: int = 480,
+        positional_encoding: bool = True,
+        score_aggregation: ScoreAggregation = "mean",
+        learning_rate: float = 5e-3,
+        weight_decay: float = 0.0,
+        warmup_steps: int = 100,
+        decay_rate: float = 0.9997122182804811,
+        min_lr_factor: float = 0.05,
+        histogram_equalisation: bool = False,
+        image_size: tuple[int, int] = (256, 256),
+        seed: int | None = None,
+        validation_seed: int = 0,
+        pre_processor: PreProcessor | bool = True,
+        post_processor: PostProcessor | bool = True,
+        evaluator: Evaluator | bool = True,
+        visualizer: Visualizer | bool = True,
+    ) -> None:
+        if pre_processor is True:
+            pre_processor = self.configure_pre_processor(image_size)
+        super().__init__(
+            pre_processor=pre_processor,
+            post_processor=post_processor,
+            evaluator=evaluator,
+            visualizer=visualizer,
+        )
+        if not train_tasks:
+            msg = "at least one training task is needed"
+            raise ValueError(msg)
+        overlap = set(train_tasks) & set(validation_tasks)
+        if overlap:
+            logger.warning("Tasks %s are used for both training and validation.", sorted(overlap))
+        task_options = {
+            "intensity_scale": intensity_scale,
+            "push_distance": tuple(push_distance),
+            "source_images": source_images,
+            "min_size": min_size,
+            "max_size": max_size,
+        }
+        self.train_generator = SyntheticAnomalyGenerator(
+            [build_task(name, **task_options) for name in train_tasks],
+            sigma,
+            foreground_threshold,
+        )
+        validation = [build_task(name, **task_options) for name in validation_tasks]
+        self.validation_generator = (
+            SyntheticAnomalyGenerator(validation, sigma, foreground_threshold) if validation else None
+        )
+        self.model = SyntheticTaskLocaliserModel(
+            depth=depth,
+            base_channels=base_channels,
+            max_channels=max_channels,
+            positional_encoding=positional_encoding,
+            score_aggregation=score_aggregation,
+            histogram_equalisation=histogram_equalisation,
+        )
+        self.synthetic_ap = BinaryAveragePrecision(thresholds=torch.linspace(0, 1, 1001))
+        self.synthetic_mse = MeanSquaredError()
+        self.learning_rate = learning_rate
+        self.weight_decay = weight_decay
+        self.warmup_steps = warmup_steps
+        self.decay_rate = decay_rate
+        self.min_lr_factor = min_lr_factor
+        self.seed = seed
+        self.validation_seed = validation_seed
+        self._train_rng = np.random.default_rng(seed)
+        self._validation_rng = np.random.default_rng(validation_seed)
+
+    @classmethod
+    def configure_pre_processor(cls, image_size: tuple[int, int] | None = None) -> PreProcessor:
+        """Resize (default 256x256); no ImageNet normalisation (the torch model maps grey [0, 1] to [-1, 1])."""
+        return PreProcessor(transform=Compose([Resize(image_size or (256, 256), antialias=True)]))
+
+    @staticmethod
+    def configure_evaluator() -> Evaluator:
+        """Image- and pixel-level AUROC, AUPR (average precision) and F1 on the test split."""
+        metrics = [
+            AUROC(fields=["pred_score", "gt_label"], prefix="image_"),
+            AUPR(fields=["pred_score", "gt_label"], prefix="image_"),
+            F1Score(fields=["pred_label", "gt_label"], prefix="image_"),
+            AUROC(fields=["anomaly_map", "gt_mask"], prefix="pixel_", strict=False),
+            AUPR(fields=["anomaly_map", "gt_mask"], prefix="pixel_", strict=False),
+            F1Score(fields=["pred_mask", "gt_mask"], prefix="pixel_", strict=False),
+        ]
+        return Evaluator(test_metrics=metrics)
+
+    def on_fit_start(self) -> None:
+        """Seed the training tasks' generator."""
+        self._train_rng = np.random.default_rng(self.seed if self.seed is not None else torch.initial_seed())
+
+    def training_step(self, batch: Batch, *args: Any, **kwargs: Any) -> STEP_OUTPUT:
+        """Corrupt the batch with the training tasks and regress the labels (MSE)."""
+        del args, kwargs
+        corrupted, labels = self.train_generator(self.model.to_task_space(batch.image), self._train_rng)
+        loss = F.mse_loss(self.model.localise(corrupted), labels)
+        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(labels))
+        return {"loss": loss}
+
+    def on_validation_epoch_start(self) -> None:
+        """Re-draw the same validation corruptions at every epoch."""
+        self._validation_rng = np.random.default_rng(self.validation_seed)
+        self.synthetic_ap.reset()
+        self.synthetic_mse.reset()
+
+    def validation_step(self, batch: Batch, *args: Any, **kwargs: Any) -> STEP_OUTPUT:
+        """Predict the validation batch; score the validation tasks on its normal images."""
+        del args, kwargs
+        predictions = self.model(batch.image)
+        if self.validation_generator is not None:
+            normal = batch.image if batch.gt_label is None else batch.image[batch.gt_label == 0]
+            if len(normal):
+                self._validate_on_synthetic_anomalies(normal)
+        return batch.update(**predictions._asdict())
+
+    def _validate_on_synthetic_anomalies(self, images: torch.Tensor) -> None:
+        grey = self.model.to_task_space(images)
+        corrupted, labels = self.validation_generator(grey, self._validation_rng)
+        inputs, targets = torch.cat([grey, corrupted]), torch.cat([torch.zeros_like(labels), labels])
+        prediction = self.model.localise(inputs)
+        self.synthetic_mse.update(prediction, targets)
+        self.synthetic_ap.update(prediction.clamp(0, 1).flatten(), (targets > 0).flatten().long())
+
+    def on_validation_epoch_end(self) -> None:
+        """Log ``synthetic_pixel_AP`` and ``synthetic_val_loss`` when normal validation images were seen."""
+        if not self.synthetic_ap.update_called:
+            return
+        self.log(SYNTHETIC_PIXEL_AP, self.synthetic_ap.compute(), prog_bar=True)
+        self.log("synthetic_val_loss", self.synthetic_mse.compute())
+
+    def on_fit_end(self) -> None:
+        """Restore the best checkpoint of a ``ModelCheckpoint`` that monitors ``synthetic_pixel_AP``, if any."""
+        for callback in self.trainer.checkpoint_callbacks:
+            best = getattr(callback, "best_model_path", "")
+            if getattr(callback, "monitor", None) == SYNTHETIC_PIXEL_AP and best and Path(best).is_file():
+                logger.info("Restoring the weights selected on %s from %s", SYNTHETIC_PIXEL_AP, best)
+                self.load_state_dict(self.trainer.strategy.load_checkpoint(best)["state_dict"])
+                return
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        """AdamW with linear warm-up, exponential decay and a constant floor, stepped per optimiser step."""
+        optimizer = torch.optim.AdamW(self.model.parameters(), lr=self.learning_rate, weight_decay=self.weight_decay)
+        schedule = functools.partial(
+            warmup_exponential_decay,
+            warmup_steps=self.warmup_steps,
+            decay_rate=self.decay_rate,
+            min_factor=self.min_lr_factor,
+        )
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    @property
+    def trainer_arguments(self) -> dict[str, Any]:
+        """Sanity validation would log ``synthetic_pixel_AP`` of the untrained model: skip it."""
+        return {"num_sanity_val_steps": 0}
+
+    @property
+    def learning_type(self) -> LearningType:
+        """One-class: trained on normal images (with synthetic anomalies) only."""
+        return LearningType.ONE_CLASS
