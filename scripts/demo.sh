@@ -3,4 +3,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-.venv/bin/anomalib train --config configs/demo_digit_anatomy.yaml "$@"
+.venv/bin/anomalib train --model Squid --data DigitAnatomy --config configs/squid_digit_anatomy.yaml "$@"

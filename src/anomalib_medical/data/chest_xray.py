@@ -23,6 +23,13 @@ Split (as in SQUID, Xiang et al., CVPR 2023, and SimSID):
       changing one size does not change the other class's choice); anomalib's adaptive threshold is fitted here,
     - test: the official test set (234 normal / 390 pneumonia).
 
+    Contamination ("true" unsupervised training, as in SQUID's and SimSID's robustness studies):
+    ``train_abnormal_fraction`` > 0 adds pneumonia images of the official training set that are not in the
+    validation set to the training split, so that they make up that fraction of it (``round(f * n / (1 - f))``
+    images for ``n`` normal training images; a seeded draw with its own stream). They are labelled normal
+    (``label_index`` 0: the model is told nothing) and marked by the ``contaminant`` column; the test set is the
+    official test folder and the validation set is drawn first, so neither overlaps them.
+
     The SQUID authors distribute their copy of this split through a Google Drive link in their repository
     (``tiangexiang/SQUID``): images pre-resized to 256 x 256 in per-split ``normal_256`` / ``pneumonia_256``
     folders; which training images went into their validation set is recorded only in that archive. Our
@@ -206,6 +213,7 @@ def make_chest_xray_samples(
     seed: int = 0,
     expected_counts: Mapping[str, Mapping[str, int]] | None = OFFICIAL_COUNTS,
     image_check: ImageCheck = "header",
+    train_abnormal_fraction: float = 0.0,
 ) -> DataFrame:
     """Build the samples table of SQUID's split from an extracted ZhangLab tree.
 
@@ -216,14 +224,18 @@ def make_chest_xray_samples(
         seed: Seed of the validation draw.
         expected_counts: Images per split and class to insist on; ``None`` accepts any non-empty tree.
         image_check: ``"header"``, ``"decode"`` or ``"none"``: how the images used are checked.
+        train_abnormal_fraction: Fraction of the training split made of pneumonia training images not used for
+            validation, labelled normal (see the module docstring); in ``[0, 1)``.
 
     Returns:
         anomalib samples table (``split`` in ``train``/``val``/``test``) with an ``official_split`` column
-        (``train``, ``val`` or ``test``: the folder the image came from).
+        (``train``, ``val`` or ``test``: the folder the image came from) and a ``contaminant`` column (``True``
+        for the pneumonia images in the training split).
 
     Raises:
         FileNotFoundError: If a class folder is missing or empty.
-        ValueError: If the counts differ from ``expected_counts`` or the validation sizes are impossible.
+        ValueError: If the counts differ from ``expected_counts``, the validation sizes are impossible or too few
+            pneumonia training images remain for ``train_abnormal_fraction``.
         InvalidImageError: If an image fails ``image_check``.
 
     """
@@ -240,33 +252,52 @@ def make_chest_xray_samples(
     if not 1 <= val_abnormal <= len(train_abnormal):
         msg = f"val_abnormal={val_abnormal} must be between 1 and the {len(train_abnormal)} pneumonia training images."
         raise ValueError(msg)
+    if not 0.0 <= train_abnormal_fraction < 1.0:
+        msg = f"train_abnormal_fraction must be in [0, 1), got {train_abnormal_fraction}."
+        raise ValueError(msg)
     val_normal_set = set(_draw(train_normal, val_normal, seed, NORMAL_CLASS))
     val_abnormal_list = sorted(_draw(train_abnormal, val_abnormal, seed, ABNORMAL_CLASS))
+    num_train_normal = len(train_normal) - val_normal
+    num_contaminants = round(train_abnormal_fraction * num_train_normal / (1.0 - train_abnormal_fraction))
+    remaining_abnormal = sorted(set(train_abnormal) - set(val_abnormal_list))
+    if num_contaminants > len(remaining_abnormal):
+        msg = (
+            f"train_abnormal_fraction={train_abnormal_fraction} needs {num_contaminants} pneumonia training images "
+            f"besides the {val_abnormal} validation ones, but only {len(remaining_abnormal)} remain in {folder}."
+        )
+        raise ValueError(msg)
+    contaminants = sorted(_draw(remaining_abnormal, num_contaminants, seed, "contamination"))
 
-    rows: list[tuple[Path, int, str, str]] = []  # path, label index, class name, split
+    rows: list[tuple[Path, int, str, str]] = []  # path, label index given to the model, class name, split
     rows += [(path, 0, NORMAL_CLASS, "train") for path in train_normal if path not in val_normal_set]
+    rows += [(path, 0, NORMAL_CLASS, "train") for path in contaminants]  # unlabelled contamination
     rows += [(path, 0, NORMAL_CLASS, "val") for path in sorted(val_normal_set)]
     rows += [(path, 1, ABNORMAL_CLASS, "val") for path in val_abnormal_list]
     rows += [(path, 0, NORMAL_CLASS, "test") for path in listing["test"][NORMAL_CLASS]]
     rows += [(path, 1, ABNORMAL_CLASS, "test") for path in listing["test"][ABNORMAL_CLASS]]
     check_images((row[0] for row in rows), image_check)
     logger.info(
-        "ChestXray split from %s: train %d normal; val %d normal + %d pneumonia; test %d + %d; "
-        "%d pneumonia training images unused (one-class training).",
+        "ChestXray split from %s: train %d normal + %d unlabelled pneumonia; val %d normal + %d pneumonia; "
+        "test %d + %d; %d pneumonia training images unused.",
         folder,
-        len(train_normal) - val_normal,
+        num_train_normal,
+        num_contaminants,
         val_normal,
         val_abnormal,
         len(listing["test"][NORMAL_CLASS]),
         len(listing["test"][ABNORMAL_CLASS]),
-        len(train_abnormal) - val_abnormal,
+        len(remaining_abnormal) - num_contaminants,
     )
+    contaminant_set = set(contaminants)
     return make_samples_dataframe(
         image_paths=[row[0] for row in rows],
         label_indices=[row[1] for row in rows],
         labels=[row[2] for row in rows],
         splits=[row[3] for row in rows],
-        extra_columns={"official_split": [row[0].relative_to(folder).parts[0] for row in rows]},
+        extra_columns={
+            "official_split": [row[0].relative_to(folder).parts[0] for row in rows],
+            "contaminant": [row[3] == "train" and row[0] in contaminant_set for row in rows],
+        },
     )
 
 
@@ -297,6 +328,7 @@ class ChestXrayDataset(AnomalibDataset):
         seed: Seed of the validation draw.
         expected_counts: Images per split and class to insist on (default: official); ``None`` accepts any.
         image_check: ``"header"`` (default), ``"decode"`` or ``"none"``.
+        train_abnormal_fraction: Fraction of the training split made of unlabelled pneumonia images.
 
     Raises:
         FileNotFoundError: If ``root`` does not hold the data, or a class folder is missing or empty.
@@ -313,6 +345,7 @@ class ChestXrayDataset(AnomalibDataset):
         seed: int = 0,
         expected_counts: Mapping[str, Mapping[str, int]] | None = OFFICIAL_COUNTS,
         image_check: ImageCheck = "header",
+        train_abnormal_fraction: float = 0.0,
     ) -> None:
         super().__init__(augmentations=augmentations)
         self.root = Path(root)
@@ -320,7 +353,9 @@ class ChestXrayDataset(AnomalibDataset):
         folder = find_chest_xray_folder(self.root)
         if folder is None:
             raise FileNotFoundError(_missing_data_message(self.root, "no train/ and test/ folders"))
-        samples = make_chest_xray_samples(folder, val_normal, val_abnormal, seed, expected_counts, image_check)
+        samples = make_chest_xray_samples(
+            folder, val_normal, val_abnormal, seed, expected_counts, image_check, train_abnormal_fraction
+        )
         if split is not None:
             samples = samples[samples.split == Split(split).value].reset_index(drop=True)
         self.samples = samples
@@ -350,9 +385,10 @@ class ChestXrayDataset(AnomalibDataset):
 class ChestXray(AnomalibDataModule):
     """ZhangLab paediatric pneumonia chest X-rays (Kermany et al. 2018), SQUID's one-class split.
 
-    Trains on normal images only; validates on ``val_normal`` + ``val_abnormal`` images held out of the official
-    training set; tests on the official test set (234 normal / 390 pneumonia). Classification only (no masks).
-    Details, download and checks: module docstring of :mod:`anomalib_medical.data.chest_xray`.
+    Trains on normal images (plus, with ``train_abnormal_fraction``, unlabelled pneumonia images); validates on
+    ``val_normal`` + ``val_abnormal`` images held out of the official training set; tests on the official test set
+    (234 normal / 390 pneumonia). Classification only (no masks). Details, download and checks: module docstring of
+    :mod:`anomalib_medical.data.chest_xray`.
 
     Args:
         root: Folder that holds (or will hold) ``chest_xray/`` or ``ChestXRay2017.zip``, or directly contains
@@ -366,7 +402,11 @@ class ChestXray(AnomalibDataModule):
         augmentations: Augmentations for every split without its own.
         val_normal: Normal training images held out for validation (SQUID: 100).
         val_abnormal: Pneumonia training images used for validation (SQUID: 100).
-        seed: Seed of the validation draw.
+        train_abnormal_fraction: Fraction of the training split made of pneumonia images of the official training
+            set that are not used for validation, labelled normal (contamination for "true" unsupervised training;
+            the papers' normal ratio is one minus it; SimSID's CheXpert and COVIDx configs use 0.1 and 0.3). The
+            ``contaminant`` column of ``train_data.samples`` marks them. Must be in ``[0, 1)``; default ``0.0``.
+        seed: Seed of the validation and contamination draws.
         download: Download the archive when ``root`` holds neither it nor the extracted folder.
         url: Where to download ``ChestXRay2017.zip`` from (``http(s)://`` or ``file://``).
         sha256: Expected SHA-256 of the archive (default :data:`CHEST_XRAY_SHA256`); ``None`` skips the check.
@@ -392,6 +432,7 @@ class ChestXray(AnomalibDataModule):
         augmentations: Transform | None = None,
         val_normal: int = 100,
         val_abnormal: int = 100,
+        train_abnormal_fraction: float = 0.0,
         seed: int = 0,
         download: bool = True,
         url: str = CHEST_XRAY_URL,
@@ -418,9 +459,13 @@ class ChestXray(AnomalibDataModule):
         if image_check not in {"none", "header", "decode"}:
             msg = f"image_check must be 'none', 'header' or 'decode', got {image_check!r}."
             raise ValueError(msg)
+        if not 0.0 <= train_abnormal_fraction < 1.0:
+            msg = f"train_abnormal_fraction must be in [0, 1), got {train_abnormal_fraction}."
+            raise ValueError(msg)
         self.root = Path(root)
         self.val_normal = val_normal
         self.val_abnormal = val_abnormal
+        self.train_abnormal_fraction = train_abnormal_fraction
         self.download = download
         self.url = url
         self.sha256 = normalise_sha256(sha256) if sha256 is not None else None
@@ -495,6 +540,7 @@ class ChestXray(AnomalibDataModule):
             seed=self.seed if self.seed is not None else 0,
             expected_counts=self.expected_counts,
             image_check=self.image_check,
+            train_abnormal_fraction=self.train_abnormal_fraction,
         )
         self.train_data = full.subset(Split.TRAIN)
         self.val_data = full.subset(Split.VAL)

@@ -30,10 +30,13 @@ without masks. This module is our own implementation:
   the seed, into disjoint train / val / test pools (scikit-learn: 60/20/20 %; MNIST: the official
   training set for train, the official test set halved into val and test).
 * Training images are generated on the fly, different in every epoch and reproducible under the
-  seed (see :class:`EpochKeySampler`). Validation and test sets are generated once per seed and
-  written as 8-bit PNGs with masks and a ``manifest.csv`` under ``root`` (anomalib's visualiser
-  reads test images from their paths), with the same number of normal images and of each anomaly
-  type. Images are grey digits on black, 3-channel float in [0, 1] (grey replicated).
+  seed (see :class:`EpochKeySampler`). For "true" unsupervised training, ``train_abnormal_fraction``
+  mixes generated anomalies of all four types (in equal shares) into the training stream: they are
+  labelled normal, as unlabelled contamination would be, and their true type is recorded.
+  Validation and test sets are generated once per seed and written as 8-bit PNGs with masks and a
+  ``manifest.csv`` under ``root`` (anomalib's visualiser reads test images from their paths), with
+  the same number of normal images and of each anomaly type. Images are grey digits on black,
+  3-channel float in [0, 1] (grey replicated).
 
 Look at examples with ``python -m anomalib_medical.data.digit_anatomy --out DIR``.
 """
@@ -107,6 +110,7 @@ MNIST_FILES = {
 }
 _STREAMS = {Split.TRAIN: 0, Split.VAL: 1, Split.TEST: 2}  # random streams derived from the seed
 _POOL_STREAM = 3
+_CONTAMINATION_STREAM = 4
 
 
 # --------------------------------------------------------------------------------------------- digits
@@ -560,18 +564,29 @@ class DigitAnatomyDataset(AnomalibDataset):
 
 
 class DigitAnatomyTrainDataset(AnomalibDataset):
-    """Normal DigitAnatomy images generated on the fly.
+    """DigitAnatomy training images generated on the fly, optionally contaminated with anomalies.
 
     Item ``key`` is rendered from a random generator seeded with ``(seed, key)``, so it depends on nothing
     else (not on the worker that renders it). :class:`EpochKeySampler` hands out keys
     ``epoch * length + i``, which makes every epoch different and every run reproducible. The items'
-    ``image_path`` is virtual (``digit_anatomy/train/normal/<key>.png``): nothing is written to disk.
+    ``image_path`` is virtual (``digit_anatomy/train/<anomaly type>/<key>.png``): nothing is written to disk.
+
+    Contamination: in every epoch (keys ``epoch * length`` to ``epoch * length + length - 1``) exactly
+    ``round(abnormal_fraction * length)`` items, chosen by a permutation seeded with ``(seed, epoch)``, carry
+    one generated anomaly; the four types take turns, so each gets a quarter (up to rounding). Every item
+    is labelled normal with an empty mask (the model trains without labels); the truth is the item's
+    anomaly type: :meth:`anomaly_type_of`, the ``anomaly_type`` and ``contaminant`` columns of ``samples``
+    (keys of the first epoch) and the folder of the virtual ``image_path``.
 
     Args:
         generator: Generator over the train digit pool.
         length: Images per epoch.
         seed: Seed of the images.
         augmentations: Augmentations applied to image and mask.
+        abnormal_fraction: Fraction of each epoch's images that are abnormal, in ``[0, 1)``.
+
+    Raises:
+        ValueError: If ``abnormal_fraction`` is outside ``[0, 1)``.
 
     """
 
@@ -581,17 +596,26 @@ class DigitAnatomyTrainDataset(AnomalibDataset):
         length: int,
         seed: int,
         augmentations: Transform | None = None,
+        abnormal_fraction: float = 0.0,
     ) -> None:
         super().__init__(augmentations=augmentations)
+        if not 0.0 <= abnormal_fraction < 1.0:
+            msg = f"the training abnormal fraction must be in [0, 1), got {abnormal_fraction}"
+            raise ValueError(msg)
         self.generator = generator
+        self.length = length
         self.seed = seed
+        self.num_abnormal = round(abnormal_fraction * length)
+        self._ranks: dict[int, np.ndarray] = {}
+        types = [self.anomaly_type_of(key) for key in range(length)]
         samples = pd.DataFrame(
             {
-                "image_path": [self._path(key) for key in range(length)],
+                "image_path": [self._path(key, anomaly_type) for key, anomaly_type in enumerate(types)],
                 "mask_path": "",
                 "label": "normal",
                 "label_index": int(LabelName.NORMAL),
-                "anomaly_type": NORMAL,
+                "anomaly_type": types,
+                "contaminant": [anomaly_type != NORMAL for anomaly_type in types],
                 "split": Split.TRAIN.value,
             }
         )
@@ -609,17 +633,29 @@ class DigitAnatomyTrainDataset(AnomalibDataset):
 
     @property
     def anomaly_types(self) -> list[str]:
-        """Anomaly type of each sample (all ``normal``)."""
+        """True anomaly type of each sample (keys of the first epoch; ``normal`` unless contaminated)."""
         return self.samples["anomaly_type"].tolist()
 
+    def anomaly_type_of(self, key: int) -> str:
+        """Return the true anomaly type of item ``key`` (``"normal"`` or one of :data:`ANOMALY_TYPES`)."""
+        if self.num_abnormal == 0:
+            return NORMAL
+        epoch, index = divmod(key, self.length)
+        if epoch not in self._ranks:
+            rng = np.random.default_rng([self.seed, _CONTAMINATION_STREAM, epoch])
+            self._ranks = {epoch: rng.permutation(self.length)}  # keep one epoch: keys arrive epoch by epoch
+        rank = int(self._ranks[epoch][index])
+        return ANOMALY_TYPES[rank % len(ANOMALY_TYPES)] if rank < self.num_abnormal else NORMAL
+
     @staticmethod
-    def _path(key: int) -> str:
-        return f"digit_anatomy/train/normal/{key:07d}.png"
+    def _path(key: int, anomaly_type: str = NORMAL) -> str:
+        return f"digit_anatomy/train/{anomaly_type}/{key:07d}.png"
 
     def __getitem__(self, key: int) -> ImageItem:
-        """Render the normal image of ``key`` (any non-negative integer, see :class:`EpochKeySampler`)."""
+        """Render the image of ``key`` (any non-negative integer, see :class:`EpochKeySampler`), labelled normal."""
         rng = np.random.default_rng([self.seed, _STREAMS[Split.TRAIN], key])
-        image = _to_image_tensor(self.generator.render(self.generator.normal_layout(rng)))
+        anomaly_type = self.anomaly_type_of(key)
+        image = _to_image_tensor(self.generator.render(self.generator.sample(anomaly_type, rng).layout))
         mask = Mask(torch.zeros(image.shape[-2:], dtype=torch.uint8))
         if self.augmentations:
             image, mask = self.augmentations(image, mask)
@@ -627,7 +663,7 @@ class DigitAnatomyTrainDataset(AnomalibDataset):
             image=image,
             gt_label=torch.tensor(int(LabelName.NORMAL)),
             gt_mask=mask,
-            image_path=self._path(key),
+            image_path=self._path(key, anomaly_type),
         )
 
 
@@ -662,9 +698,11 @@ class DigitAnatomy(AnomalibDataModule):
     cover the full square of each changed cell. Images are grey digits on black, 3 channels in [0, 1],
     ``3 * cell_size`` pixels square.
 
-    Train: ``train_size`` normal images per epoch, generated on the fly (new ones in every epoch,
-    reproducible under ``seed``). Validation and test: ``samples_per_type`` normal images and as many
-    of each anomaly type (``5 * samples_per_type`` each), generated once and written to
+    Train: ``train_size`` images per epoch, generated on the fly (new ones in every epoch,
+    reproducible under ``seed``); all normal unless ``train_abnormal_fraction`` > 0, which mixes that
+    fraction of unlabelled anomalies into every epoch (see :class:`DigitAnatomyTrainDataset`).
+    Validation and test: ``samples_per_type`` normal images and as many of each anomaly type
+    (``5 * samples_per_type`` each), generated once and written to
     ``<root>/<digit_source>/cell<cell_size>_n<samples_per_type>_seed<seed>_v<version>/`` as PNGs with
     masks and ``manifest.csv``; the anomaly type of each image is the ``anomaly_type`` column of
     ``val_data.samples`` / ``test_data.samples`` (``dataset.anomaly_types``). Train, validation and
@@ -680,6 +718,13 @@ class DigitAnatomy(AnomalibDataModule):
             Defaults to ``100``.
         train_size: Generated training images per epoch (the authors use 1,600: 100 batches of 16).
             Defaults to ``1600``.
+        train_abnormal_fraction: Fraction of the training images that are abnormal (contamination for
+            "true" unsupervised training; the normal ratio of the SQUID/SimSID papers is one minus it).
+            Every epoch holds exactly ``round(train_abnormal_fraction * train_size)`` generated anomalies,
+            the four types in equal shares, built from the training digit pool (so disjoint from
+            validation and test), labelled normal; their true type is recorded
+            (``train_data.anomaly_types``, ``train_data.samples["contaminant"]``, the folder of the
+            virtual ``image_path``). Must be in ``[0, 1)``. Defaults to ``0.0``.
         digit_source: ``"sklearn"`` (scikit-learn's bundled 8x8 digits, no download) or ``"mnist"``.
             Defaults to ``"sklearn"``.
         mnist_root: For ``"mnist"``: folder holding ``MNIST/raw/*-ubyte[.gz]`` (torchvision's layout).
@@ -697,7 +742,8 @@ class DigitAnatomy(AnomalibDataModule):
             Defaults to ``0``.
 
     Raises:
-        ValueError: If ``digit_source`` is unknown, ``mnist_root`` is missing for MNIST or a size is not positive.
+        ValueError: If ``digit_source`` is unknown, ``mnist_root`` is missing for MNIST, a size is not positive
+            or ``train_abnormal_fraction`` is outside ``[0, 1)``.
 
     Example:
         >>> from anomalib.engine import Engine
@@ -713,6 +759,7 @@ class DigitAnatomy(AnomalibDataModule):
         cell_size: int = 32,
         samples_per_type: int = 100,
         train_size: int = 1600,
+        train_abnormal_fraction: float = 0.0,
         digit_source: str = "sklearn",
         mnist_root: str | Path | None = None,
         download: bool = False,
@@ -748,10 +795,14 @@ class DigitAnatomy(AnomalibDataModule):
             if value < 1:
                 msg = f"{name} must be a positive integer, got {value}"
                 raise ValueError(msg)
+        if not 0.0 <= train_abnormal_fraction < 1.0:
+            msg = f"train_abnormal_fraction must be in [0, 1), got {train_abnormal_fraction}"
+            raise ValueError(msg)
         self.root = Path(root)
         self.cell_size = cell_size
         self.samples_per_type = samples_per_type
         self.train_size = train_size
+        self.train_abnormal_fraction = train_abnormal_fraction
         self.digit_source = digit_source
         self.mnist_root = mnist_root
         self.download = download
@@ -783,6 +834,7 @@ class DigitAnatomy(AnomalibDataModule):
             self.train_size,
             self.seed,
             augmentations=self.train_augmentations,
+            abnormal_fraction=self.train_abnormal_fraction,
         )
         self.val_data = DigitAnatomyDataset(self.dataset_dir, Split.VAL, augmentations=self.val_augmentations)
         self.test_data = DigitAnatomyDataset(self.dataset_dir, Split.TEST, augmentations=self.test_augmentations)

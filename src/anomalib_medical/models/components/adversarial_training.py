@@ -1,0 +1,181 @@
+"""Lightning-side training of an :class:`InpaintingDetector` (SQUID and SimSID share it).
+
+Manual optimisation with two optimisers (SQUID Sec. 3.5, SimSID Sec. 3.5; the authors' ``gan_train``):
+the discriminator is updated at every batch, the generator every ``n_critic`` batches; after a
+generator step a memory *queue* enqueues the batch's in-painting queries, gathered over all processes
+under DDP so that every rank holds the same queue (a memory *matrix* is a parameter: DDP averages its
+gradient like any other). At the last batch of every training epoch the raw scores of the most recent
+``score_stats_images`` training images are recomputed in eval mode and their mean/std stored in the
+model's buffers (gathered over processes), so that test-time scores are standardised against normal
+images (the papers' anomaly score A).
+
+:class:`AdversarialInpaintingMixin` is mixed into an ``AnomalibModule`` subclass *before* it
+(``class Model(AdversarialInpaintingMixin, AnomalibModule)``), so the model stays a direct subclass
+of ``AnomalibModule`` (what ``anomalib.models.get_model`` looks for).
+"""
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from anomalib import LearningType
+from anomalib.data import Batch
+from anomalib.post_processing import PostProcessor
+from anomalib.pre_processing import PreProcessor
+from lightning.pytorch.utilities.types import STEP_OUTPUT
+from torch import optim
+from torchvision.transforms.v2 import Resize
+
+from .detector import InpaintingDetector
+from .losses import DiscriminatorLoss, InpaintingGeneratorLoss
+from .memory import MemoryQueue
+
+
+def as_size(size: int | Sequence[int]) -> tuple[int, int]:
+    """``(H, W)`` from an int (square) or a pair."""
+    if isinstance(size, int):
+        return size, size
+    height, width = size
+    return int(height), int(width)
+
+
+class AdversarialInpaintingMixin:
+    """Optimisers, GAN training step, score statistics and anomalib contract of Squid and SimSID.
+
+    The host class sets ``self.model`` (an :class:`InpaintingDetector`) and calls
+    :meth:`configure_adversarial_training` in its ``__init__``.
+    """
+
+    model: InpaintingDetector
+
+    def configure_adversarial_training(
+        self,
+        reconstruction_weight: float,
+        teacher_weight: float,
+        distillation_weight: float,
+        adversarial_weight: float,
+        discriminator_weight: float,
+        n_critic: int,
+        lr: float,
+        discriminator_lr: float,
+        weight_decay: float,
+        scheduler_t_max: int,
+        min_lr_ratio: float,
+        score_stats_images: int,
+    ) -> None:
+        """Set the losses and optimisation hyper-parameters (arguments documented by the host model)."""
+        self.generator_loss = InpaintingGeneratorLoss(
+            reconstruction_weight, teacher_weight, distillation_weight, adversarial_weight
+        )
+        self.discriminator_loss = DiscriminatorLoss(discriminator_weight)
+        self.n_critic = n_critic
+        self.lr = lr
+        self.discriminator_lr = discriminator_lr
+        self.weight_decay = weight_decay
+        self.scheduler_t_max = scheduler_t_max
+        self.min_lr_ratio = min_lr_ratio
+        self.score_stats_images = score_stats_images
+        self.automatic_optimization = False
+        self._recent_images: list[torch.Tensor] = []
+
+    @classmethod
+    def configure_pre_processor(cls, image_size: tuple[int, int] | None = None) -> PreProcessor:
+        """Resize to the model's input size (no intensity normalisation: the model takes [0, 1])."""
+        return PreProcessor(transform=Resize(image_size or (128, 128), antialias=True))
+
+    @staticmethod
+    def configure_post_processor() -> PostProcessor:
+        """Post-processor with independent image and pixel thresholds.
+
+        The image score (standardised discriminator/residual score) and the anomaly map (squared
+        residual) live on different scales, so a missing pixel threshold (data without masks) must not
+        fall back to the image threshold.
+        """
+        return PostProcessor(enable_threshold_matching=False)
+
+    def configure_optimizers(self) -> tuple[list[optim.Optimizer], list[optim.lr_scheduler.LRScheduler]]:
+        """Adam for generator and discriminator (authors' betas/eps), cosine schedule for the generator."""
+        generator = optim.Adam(
+            self.model.generator.parameters(),
+            lr=self.lr,
+            betas=(0.5, 0.999),
+            eps=1e-7,
+            weight_decay=self.weight_decay,
+        )
+        discriminator = optim.Adam(self.model.discriminator.parameters(), lr=self.discriminator_lr, betas=(0.5, 0.999))
+        scheduler = optim.lr_scheduler.CosineAnnealingLR(
+            generator, T_max=self.scheduler_t_max, eta_min=self.lr * self.min_lr_ratio
+        )
+        return [generator, discriminator], [scheduler]
+
+    def _gather(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Concatenate ``tensor`` from all processes along dim 0 (identity on a single process)."""
+        gathered = self.all_gather(tensor)
+        return gathered.flatten(0, 1) if gathered.dim() > tensor.dim() else gathered
+
+    def training_step(self, batch: Batch, batch_idx: int) -> STEP_OUTPUT:
+        """One discriminator step, and every ``n_critic`` batches a generator step (and a queue update)."""
+        generator_opt, discriminator_opt = self.optimizers()
+        train_generator = batch_idx % self.n_critic == 0
+
+        with torch.set_grad_enabled(train_generator):
+            output = self.model(batch.image)
+
+        discriminator = self.model.discriminator
+        d_loss = self.discriminator_loss(discriminator(output.image), discriminator(output.reconstruction.detach()))
+        discriminator_opt.zero_grad()
+        self.manual_backward(d_loss)
+        discriminator_opt.step()
+        logs = {"discriminator_loss": d_loss.detach()}
+
+        if train_generator:
+            terms = self.generator_loss(output, discriminator(output.reconstruction))
+            generator_opt.zero_grad()
+            self.manual_backward(terms["loss"])
+            generator_opt.step()
+            memory = self.model.generator.inpainting.memory
+            if isinstance(memory, MemoryQueue):
+                memory.update(self._gather(output.memory_queries.detach()))
+            logs |= {f"generator_{name}": value.detach() for name, value in terms.items()}
+
+        self.log_dict(logs, on_epoch=True, prog_bar=True, logger=True, batch_size=len(batch.image))
+        self._remember(self.model.reduce_channels(batch.image).detach())
+        if batch_idx + 1 >= self.trainer.num_training_batches:
+            self._update_score_statistics()
+        return logs
+
+    def _remember(self, images: torch.Tensor) -> None:
+        """Keep the most recent ``score_stats_images`` training images (``[0, 1]``) for the score statistics."""
+        self._recent_images.append(images)
+        while sum(len(chunk) for chunk in self._recent_images[1:]) >= self.score_stats_images:
+            self._recent_images.pop(0)
+
+    @torch.no_grad()
+    def _update_score_statistics(self) -> None:
+        """Recompute score mean/std on recent normal training images, in eval mode, on all processes."""
+        images = torch.cat(self._recent_images)[-self.score_stats_images :]
+        self._recent_images.clear()
+        self.model.eval()
+        raw = torch.cat([self.model.raw_scores(chunk)[0] for chunk in images.split(32)])
+        self.model.train()
+        self.model.set_score_statistics(self._gather(raw))
+
+    def on_train_epoch_end(self) -> None:
+        """Step the generator's learning-rate schedule once per epoch."""
+        self.lr_schedulers().step()
+
+    def validation_step(self, batch: Batch, *args: Any, **kwargs: Any) -> STEP_OUTPUT:
+        """Score a validation batch (used by the post-processor for thresholds and normalisation)."""
+        del args, kwargs
+        predictions = self.model(batch.image)
+        return batch.update(**predictions._asdict())
+
+    @property
+    def trainer_arguments(self) -> dict[str, Any]:
+        """Manual optimisation forbids gradient clipping; no sanity validation before the first epoch."""
+        return {"gradient_clip_val": 0, "num_sanity_val_steps": 0}
+
+    @property
+    def learning_type(self) -> LearningType:
+        """Trained on (presumed) normal images only."""
+        return LearningType.ONE_CLASS

@@ -1,0 +1,178 @@
+"""Anomaly scoring around an in-painting generator and a discriminator (SQUID Sec. 3.5, SimSID Sec. 3.5).
+
+The papers' image score is the discriminator's judgement of the student reconstruction, standardised by
+the mean and standard deviation over normal training images (anomaly score A). Short CPU runs need
+more than that, so the score is selectable: each *component* (discriminator, image residual, feature
+residual) is standardised by its own training statistics and ``score_type`` picks a weighted sum of
+them. A residual component pools its map by the mean (the plain reconstruction error) or by the maximum
+of the smoothed map (``residual_pooling="max"``: sensitive to small, local anomalies, which a mean over
+the image dilutes). The anomaly map is ours (the papers report image-level detection only): a squared residual in
+image or encoder-feature space at input resolution, smoothed by a Gaussian.
+
+Nothing is written to a buffer in ``forward``; :meth:`InpaintingDetector.set_score_statistics` is the
+only writer of the score statistics and is called by the Lightning module's training step.
+"""
+
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+from anomalib.data import InferenceBatch
+from anomalib.models.components import GaussianBlur2d
+from torch import nn
+from torch.nn import functional as F
+
+from .discriminator import ImageDiscriminator
+from .generator import GeneratorOutput, InpaintingGenerator
+from .patches import patches_to_image
+
+ScoreType = Literal["discriminator", "residual_image", "residual_feature", "combined"]
+AnomalyMapType = Literal["image", "feature"]
+ResidualPooling = Literal["mean", "max"]
+
+# Raw score components, in the order of the ``score_mean``/``score_std`` buffers.
+SCORE_COMPONENTS: tuple[str, ...] = ("discriminator", "residual_image", "residual_feature")
+# Weights of the standardised components that make up each score type.
+SCORE_WEIGHTS: dict[str, tuple[float, float, float]] = {
+    "discriminator": (1.0, 0.0, 0.0),
+    "residual_image": (0.0, 1.0, 0.0),
+    "residual_feature": (0.0, 0.0, 1.0),
+    "combined": (1.0, 1.0, 1.0),
+}
+
+
+class InpaintingDetector(nn.Module):
+    """Generator + discriminator + anomaly scoring; the torch model behind Squid and SimSID.
+
+    Args:
+        generator: The teacher/student in-painting generator.
+        discriminator: Judges real images against student reconstructions (output range).
+        in_channels: Channels the network sees. With ``1``, multi-channel inputs are averaged to grey
+            inside ``forward`` (so exported graphs take anomalib's 3-channel images).
+        score_type: Image score, see :data:`SCORE_WEIGHTS`.
+        anomaly_map_type: ``"image"`` (squared residual of the reconstruction, in ``[0, 1]`` intensity
+            units) or ``"feature"`` (squared residual of the encoder features of input and reconstruction,
+            averaged over levels).
+        map_sigma: Gaussian smoothing of the anomaly map in pixels (``0`` disables it).
+        residual_pooling: Image score of a residual map: ``"mean"`` of the map or ``"max"`` of the smoothed map.
+
+    """
+
+    def __init__(
+        self,
+        generator: InpaintingGenerator,
+        discriminator: ImageDiscriminator,
+        in_channels: int = 1,
+        score_type: ScoreType = "discriminator",
+        anomaly_map_type: AnomalyMapType = "image",
+        map_sigma: float = 2.0,
+        residual_pooling: ResidualPooling = "mean",
+    ) -> None:
+        super().__init__()
+        if score_type not in SCORE_WEIGHTS:
+            msg = f"Unknown score_type {score_type!r}; expected one of {sorted(SCORE_WEIGHTS)}."
+            raise ValueError(msg)
+        if anomaly_map_type not in {"image", "feature"}:
+            msg = f"Unknown anomaly_map_type {anomaly_map_type!r}."
+            raise ValueError(msg)
+        if residual_pooling not in {"mean", "max"}:
+            msg = f"Unknown residual_pooling {residual_pooling!r}; expected 'mean' or 'max'."
+            raise ValueError(msg)
+        self.in_channels = in_channels
+        self.score_type = score_type
+        self.anomaly_map_type = anomaly_map_type
+        self.residual_pooling = residual_pooling
+        self.generator = generator
+        self.discriminator = discriminator
+        self.blur = GaussianBlur2d(sigma=map_sigma, channels=1) if map_sigma > 0 else nn.Identity()
+        # Mean/std of each raw score component over normal training images (anomaly score A).
+        self.register_buffer("score_mean", torch.zeros(len(SCORE_COMPONENTS)))
+        self.register_buffer("score_std", torch.ones(len(SCORE_COMPONENTS)))
+        self.score_mean: torch.Tensor
+        self.score_std: torch.Tensor
+
+    def reduce_channels(self, image: torch.Tensor) -> torch.Tensor:
+        """Average a multi-channel image to grey when the network expects one channel."""
+        if self.in_channels == 1 and image.shape[1] != 1:
+            return image.mean(dim=1, keepdim=True)
+        return image
+
+    def feature_residual_map(self, output: GeneratorOutput) -> torch.Tensor:
+        """Squared encoder-feature residual between input and reconstruction, ``(B, 1, H, W)``.
+
+        Per encoder level: mean over channels of the squared difference, reassembled from patches,
+        up-sampled to the input size; averaged over levels.
+        """
+        size = output.image.shape[-2:]
+        grid = self.generator.grid
+        maps = [
+            F.interpolate(
+                patches_to_image((x - r).pow(2).mean(dim=1, keepdim=True), grid),
+                size=size,
+                mode="bilinear",
+                align_corners=False,
+            )
+            for x, r in zip(output.encoder_features, self.generator.encode(output.reconstruction), strict=True)
+        ]
+        return torch.stack(maps).mean(dim=0)
+
+    def pool(self, residual_map: torch.Tensor) -> torch.Tensor:
+        """Image score ``(B,)`` of a residual map ``(B, 1, H, W)``: its mean, or the maximum of the smoothed map."""
+        if self.residual_pooling == "max":
+            return self.blur(residual_map).amax(dim=(1, 2, 3))
+        return residual_map.mean(dim=(1, 2, 3))
+
+    def raw_scores(
+        self,
+        image: torch.Tensor,
+        components: Sequence[str] = SCORE_COMPONENTS,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Raw (unstandardised) score components and the anomaly map, without touching any buffer.
+
+        Args:
+            image: Channel-reduced input ``(B, C, H, W)`` in ``[0, 1]``.
+            components: Components to compute; the others are returned as zeros.
+
+        Returns:
+            Scores ``(B, 3)`` in :data:`SCORE_COMPONENTS` order (higher = more anomalous; the
+            discriminator component is the negative real/fake logit) and the map ``(B, 1, H, W)``.
+
+        """
+        output = self.generator(image, teacher=False)
+        residual = image - self.generator.to_unit_range(output.reconstruction)
+        image_map = residual.pow(2).mean(dim=1, keepdim=True)
+        need_features = "residual_feature" in components or self.anomaly_map_type == "feature"
+        feature_map = self.feature_residual_map(output) if need_features else None
+        zeros = image.new_zeros(image.shape[0])
+        scores = torch.stack(
+            [
+                -self.discriminator(output.reconstruction) if "discriminator" in components else zeros,
+                self.pool(image_map) if "residual_image" in components else zeros,
+                self.pool(feature_map) if feature_map is not None else zeros,
+            ],
+            dim=1,
+        )
+        anomaly_map = feature_map if self.anomaly_map_type == "feature" else image_map
+        return scores, self.blur(anomaly_map)
+
+    @torch.no_grad()
+    def set_score_statistics(self, raw_scores: torch.Tensor) -> None:
+        """Store mean and std of raw scores ``(N, 3)`` of normal training images."""
+        self.score_mean.copy_(raw_scores.mean(dim=0))
+        self.score_std.copy_(raw_scores.std(dim=0, correction=0).clamp_min(1e-8))
+
+    def forward(self, image: torch.Tensor) -> GeneratorOutput | InferenceBatch:
+        """Training: generator outputs. Eval: ``InferenceBatch(pred_score, anomaly_map)``.
+
+        ``pred_score`` is the weighted sum of the standardised score components of ``score_type``
+        (for ``"discriminator"`` this is the papers' anomaly score A before its sigmoid).
+        """
+        image = self.reduce_channels(image)
+        if self.training:
+            return self.generator(image)
+        weights = SCORE_WEIGHTS[self.score_type]
+        components = [name for name, weight in zip(SCORE_COMPONENTS, weights, strict=True) if weight]
+        raw, anomaly_map = self.raw_scores(image, components)
+        standardised = (raw - self.score_mean) / self.score_std
+        pred_score = standardised @ standardised.new_tensor(weights)
+        return InferenceBatch(pred_score=pred_score, anomaly_map=anomaly_map)

@@ -1,0 +1,43 @@
+"""Image discriminator of SQUID/SimSID (the authors' ``SimpleDiscriminator``)."""
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+
+class ImageDiscriminator(nn.Module):
+    """Strided-convolution discriminator returning one real/fake logit per image.
+
+    Each stage is a 5x5 convolution with stride 2 (halving the size, rounding up), batch norm (except
+    on the first stage) and LeakyReLU(0.2); a linear layer maps the flattened last map to a logit.
+
+    Args:
+        image_size: ``(H, W)`` of the input images.
+        in_channels: Input channels.
+        channels: Output channels of the stages.
+
+    """
+
+    def __init__(
+        self,
+        image_size: tuple[int, int],
+        in_channels: int = 1,
+        channels: Sequence[int] = (16, 32, 64, 128, 128),
+    ) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        height, width = image_size
+        for index, out_channels in enumerate(channels):
+            layers.append(nn.Conv2d(in_channels, out_channels, 5, stride=2, padding=2))
+            if index > 0:
+                layers.append(nn.BatchNorm2d(out_channels))
+            layers.append(nn.LeakyReLU(0.2))
+            in_channels = out_channels
+            height, width = (height + 1) // 2, (width + 1) // 2
+        self.features = nn.Sequential(*layers)
+        self.classifier = nn.Linear(in_channels * height * width, 1)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        """Return logits of shape ``(B,)`` for images ``(B, C, H, W)``."""
+        return self.classifier(self.features(image).flatten(1))[:, 0]

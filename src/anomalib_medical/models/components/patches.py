@@ -1,0 +1,65 @@
+"""Image <-> patch-grid reshaping and patch-grid neighbourhoods.
+
+Patches are ordered row-major inside each image and image-major across the batch: patch ``p`` of
+image ``b`` sits at index ``b * grid**2 + p`` with ``p = row * grid + col``. All functions are pure
+reshapes/slices, so they trace and export without data-dependent control flow.
+"""
+
+import torch
+from torch.nn import functional as F
+
+# (row, col) offsets of the 8 neighbours of a patch, row-major, centre excluded.
+NEIGHBOUR_OFFSETS: tuple[tuple[int, int], ...] = tuple(
+    (dr, dc) for dr in (-1, 0, 1) for dc in (-1, 0, 1) if (dr, dc) != (0, 0)
+)
+
+
+def image_to_patches(image: torch.Tensor, grid: int) -> torch.Tensor:
+    """Cut images into a ``grid x grid`` set of non-overlapping patches.
+
+    Args:
+        image: Tensor of shape ``(B, C, H, W)`` with ``H`` and ``W`` divisible by ``grid``.
+        grid: Number of patches per side.
+
+    Returns:
+        Tensor of shape ``(B * grid**2, C, H // grid, W // grid)``.
+
+    """
+    batch, channels, height, width = image.shape
+    patch_h, patch_w = height // grid, width // grid
+    patches = image.reshape(batch, channels, grid, patch_h, grid, patch_w)
+    return patches.permute(0, 2, 4, 1, 3, 5).reshape(batch * grid * grid, channels, patch_h, patch_w)
+
+
+def patches_to_image(patches: torch.Tensor, grid: int) -> torch.Tensor:
+    """Inverse of :func:`image_to_patches`.
+
+    Args:
+        patches: Tensor of shape ``(B * grid**2, C, h, w)``.
+        grid: Number of patches per side.
+
+    Returns:
+        Tensor of shape ``(B, C, grid * h, grid * w)``.
+
+    """
+    _, channels, patch_h, patch_w = patches.shape
+    image = patches.reshape(-1, grid, grid, channels, patch_h, patch_w)
+    return image.permute(0, 3, 1, 4, 2, 5).reshape(-1, channels, grid * patch_h, grid * patch_w)
+
+
+def grid_neighbours(features: torch.Tensor, grid: int) -> torch.Tensor:
+    """Gather the 8 neighbours of every position of a patch grid, zero-padded at the border.
+
+    Args:
+        features: Tensor of shape ``(B, grid**2, D)``, one vector per patch position.
+        grid: Number of patches per side.
+
+    Returns:
+        Tensor of shape ``(B, grid**2, 8, D)``; neighbours in :data:`NEIGHBOUR_OFFSETS` order, zeros
+        where a neighbour falls outside the grid.
+
+    """
+    batch, _, dim = features.shape
+    padded = F.pad(features.reshape(batch, grid, grid, dim), (0, 0, 1, 1, 1, 1))
+    shifted = [padded[:, 1 + dr : 1 + dr + grid, 1 + dc : 1 + dc + grid] for dr, dc in NEIGHBOUR_OFFSETS]
+    return torch.stack(shifted, dim=3).reshape(batch, grid * grid, len(NEIGHBOUR_OFFSETS), dim)

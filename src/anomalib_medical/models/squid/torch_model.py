@@ -1,0 +1,155 @@
+"""PyTorch model of SQUID (Xiang et al., CVPR 2023).
+
+Xiang et al., "SQUID: Deep Feature In-Painting for Unsupervised Anomaly Detection", CVPR 2023.
+
+The image is cut into a grid of patches, each patch is encoded, the bottleneck features are
+in-painted from a space-aware memory *queue* of detached training features and decoded by the
+*student* generator (with hierarchical decoder memories); a *teacher* generator decodes the plain
+encoder features and both are coupled by feature distillation (Sec. 3.4). A discriminator judges the
+student's reconstructions (Sec. 3.5). The generator, the discriminator and the standardised score
+components are shared with SimSID (:mod:`anomalib_medical.models.components`).
+
+In eval mode :class:`SquidModel` returns ``InferenceBatch(pred_score, anomaly_map)``; nothing is written
+to any buffer in ``forward``. Queue updates and score statistics are written only by the Lightning
+module's ``training_step``.
+"""
+
+from collections.abc import Sequence
+
+import torch
+from torch.nn import functional as F
+
+from anomalib_medical.models.components.conv_blocks import SkipOp
+from anomalib_medical.models.components.detector import (
+    SCORE_COMPONENTS,
+    AnomalyMapType,
+    InpaintingDetector,
+    ScoreType,
+)
+from anomalib_medical.models.components.discriminator import ImageDiscriminator
+from anomalib_medical.models.components.generator import InpaintingGenerator
+from anomalib_medical.models.components.memory import DecoderMemoryMode
+
+
+class SquidModel(InpaintingDetector):
+    """SQUID generator (memory queue), discriminator and anomaly scoring.
+
+    Defaults are the authors' ZhangLab (chest X-ray) settings (``configs/zhang_best.py``).
+
+    Args:
+        image_size: ``(H, W)`` of the model input.
+        in_channels: Channels the network sees. With ``1``, 3-channel inputs are averaged to grey
+            inside ``forward`` (so exported graphs take anomalib's 3-channel images).
+        grid: Patches per side (the paper's ``N``).
+        levels: Encoder down-sampling stages.
+        base_channels: Encoder stem channels.
+        skip_ops: Skip fusion per decoder step from the bottleneck up (``concat``/``add``/``none``).
+        merge_levels: Finest decoder levels working on the whole image (authors' ``initial_combine``).
+        memory_slots: Memory-queue length per patch position (``num_slots``).
+        top_k: Gumbel shrinkage parameter (``shrink_thres``).
+        decoder_memory: Decoder memory layout per decoder step from the bottleneck up.
+        decoder_memory_slots: Slots per decoder-memory bank (``mem_num_slots``).
+        mask_ratio: Masked-shortcut ratio (in-painting block and decoder memories).
+        num_heads: Attention heads of the in-painting transformer.
+        dropout: In-painting feed-forward dropout.
+        distillation: Use the teacher decoder.
+        backbone: Optional timm backbone replacing the basic encoder.
+        pretrained: Pretrained backbone weights.
+        discriminator_channels: Channels of the discriminator stages.
+        score_type: Image score: ``discriminator`` (paper), ``residual_image``, ``residual_feature`` or
+            ``combined`` (see :meth:`raw_scores`).
+        anomaly_map_type: ``"image"``: smoothed squared residual of the reconstruction; ``"feature"``:
+            the patch-level memory distance of :meth:`raw_scores`.
+        map_sigma: Gaussian smoothing of the squared image residual in pixels (``0`` disables it).
+
+    """
+
+    def __init__(
+        self,
+        image_size: tuple[int, int] = (128, 128),
+        in_channels: int = 1,
+        grid: int = 2,
+        levels: int = 4,
+        base_channels: int = 32,
+        skip_ops: Sequence[SkipOp] = ("concat", "concat", "none", "none"),
+        merge_levels: int = 2,
+        memory_slots: int = 200,
+        top_k: int | None = 5,
+        decoder_memory: Sequence[DecoderMemoryMode] = ("window", "window", "none", "none"),
+        decoder_memory_slots: int = 200,
+        mask_ratio: float = 0.95,
+        num_heads: int = 8,
+        dropout: float = 0.0,
+        distillation: bool = True,
+        backbone: str | None = None,
+        pretrained: bool = False,
+        discriminator_channels: Sequence[int] = (16, 32, 64, 128, 128),
+        score_type: ScoreType = "discriminator",
+        anomaly_map_type: AnomalyMapType = "image",
+        map_sigma: float = 2.0,
+    ) -> None:
+        generator = InpaintingGenerator(
+            image_size=image_size,
+            in_channels=in_channels,
+            grid=grid,
+            levels=levels,
+            base_channels=base_channels,
+            skip_ops=skip_ops,
+            merge_levels=merge_levels,
+            memory_type="queue",
+            memory_slots=memory_slots,
+            top_k=top_k,
+            decoder_memory=decoder_memory,
+            decoder_memory_slots=decoder_memory_slots,
+            mask_ratio=mask_ratio,
+            decoder_mask_ratio=mask_ratio,
+            num_heads=num_heads,
+            dropout=dropout,
+            distillation=distillation,
+            backbone=backbone,
+            pretrained=pretrained,
+            activation="sigmoid",
+        )
+        discriminator = ImageDiscriminator(image_size, in_channels, discriminator_channels)
+        super().__init__(generator, discriminator, in_channels, score_type, anomaly_map_type, map_sigma)
+
+    def raw_scores(
+        self,
+        image: torch.Tensor,
+        components: Sequence[str] = SCORE_COMPONENTS,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Raw (unstandardised) score components and the anomaly map, without touching any buffer.
+
+        - ``discriminator``: the negative real/fake logit of the student reconstruction (the paper's).
+        - ``residual_image``: maximum of the smoothed squared residual ``(x - x_hat)**2``.
+        - ``residual_feature``: maximum over patch positions of the cosine distance between the patch's
+          in-painting query and the nearest feature in that position's memory queue (a residual of
+          the patch feature with respect to the normal features the queue holds).
+
+        Args:
+            image: Channel-reduced input ``(B, C, H, W)`` in ``[0, 1]``.
+            components: Components to compute; the others are returned as zeros.
+
+        Returns:
+            Scores ``(B, 3)`` in :data:`SCORE_COMPONENTS` order (higher = more anomalous) and the anomaly
+            map ``(B, 1, H, W)``.
+
+        """
+        output = self.generator(image, teacher=False)
+        zeros = image.new_zeros(image.shape[0])
+        image_map = feature_map = None
+        if "residual_image" in components or self.anomaly_map_type == "image":
+            image_map = self.blur((image - output.reconstruction).pow(2).mean(dim=1, keepdim=True))
+        if "residual_feature" in components or self.anomaly_map_type == "feature":
+            distance = self.generator.inpainting.memory.nearest_distance(output.memory_queries)
+            grid = self.generator.grid
+            feature_map = F.interpolate(distance.reshape(-1, 1, grid, grid), size=image.shape[-2:], mode="nearest")
+        scores = torch.stack(
+            [
+                -self.discriminator(output.reconstruction) if "discriminator" in components else zeros,
+                image_map.amax(dim=(1, 2, 3)) if "residual_image" in components else zeros,
+                feature_map.amax(dim=(1, 2, 3)) if "residual_feature" in components else zeros,
+            ],
+            dim=1,
+        )
+        return scores, feature_map if self.anomaly_map_type == "feature" else image_map
