@@ -35,12 +35,14 @@ def test_hook_is_installed_at_start_up_and_imports_nothing_heavy() -> None:
 
 
 def test_hook_adds_no_measurable_start_up_time() -> None:
-    process = run_command([PYTHON, "-X", "importtime", "-c", "pass"])
-    assert_succeeded(process)
-    hook_lines = [line for line in process.stderr.splitlines() if line.rstrip().endswith("anomalib_medical_autoload")]
-    assert hook_lines, f"the hook was not imported at start-up:\n{process.stderr}"
-    cumulative_us = int(hook_lines[0].split("|")[1])
-    assert cumulative_us < 5_000, f"the start-up hook took {cumulative_us} us (with what it imports)"
+    timings = []
+    for _ in range(5):  # the best of five: a loaded machine stretches single runs
+        process = run_command([PYTHON, "-X", "importtime", "-c", "pass"])
+        assert_succeeded(process)
+        lines = [line for line in process.stderr.splitlines() if line.rstrip().endswith("anomalib_medical_autoload")]
+        assert lines, f"the hook was not imported at start-up:\n{process.stderr}"
+        timings.append(int(lines[0].split("|")[1]))
+    assert min(timings) < 5_000, f"the start-up hook took {timings} us (with what it imports)"
 
 
 def test_hook_can_be_switched_off() -> None:
