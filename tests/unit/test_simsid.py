@@ -171,6 +171,24 @@ def test_residual_pooling_mean_or_peak_of_the_smoothed_map():
     torch.testing.assert_close(peak_raw[:, 0], mean_raw[:, 0])  # the discriminator component is not pooled
 
 
+def test_feature_residual_memory_is_the_distance_to_the_learned_slots():
+    encoder = _tiny_model(score_type="residual_feature", anomaly_map_type="feature").eval()
+    memory = _tiny_model(score_type="residual_feature", anomaly_map_type="feature", feature_residual="memory").eval()
+    memory.load_state_dict(encoder.state_dict())
+    image = torch.rand(2, 1, 24, 24)
+    with torch.no_grad():
+        memory_raw, memory_map = memory.raw_scores(image)
+        encoder_raw, encoder_map = encoder.raw_scores(image)
+        output = memory.generator(image, teacher=False)
+        distance = memory.generator.inpainting.memory.nearest_distance(output.memory_queries)
+    # the shared scoring reads the learned matrix exactly as it reads SQUID's queue: one value per 8x8 patch
+    torch.testing.assert_close(memory_map[:, 0, ::8, ::8].reshape(2, 9), distance)
+    torch.testing.assert_close(memory_raw[:, 2], distance.amax(dim=1))
+    unsmoothed = encoder.encoder_residual_map(output)
+    torch.testing.assert_close(encoder_map, encoder.blur(unsmoothed))
+    torch.testing.assert_close(encoder_raw[:, 2], unsmoothed.mean(dim=(1, 2, 3)))
+
+
 @pytest.mark.parametrize("score_type", sorted(SCORE_WEIGHTS))
 def test_score_type_selects_standardised_components(score_type):
     model = _tiny_model(score_type=score_type).eval()
@@ -192,6 +210,7 @@ def test_score_type_selects_standardised_components(score_type):
         ({"image_size": 25}, "divisible"),
         ({"score_type": "best"}, "score_type"),
         ({"residual_pooling": "median"}, "residual_pooling"),
+        ({"feature_residual": "pixel"}, "feature_residual"),
     ],
 )
 def test_invalid_configurations(kwargs, match):

@@ -6,8 +6,10 @@ more than that, so the score is selectable: each *component* (discriminator, ima
 residual) is standardised by its own training statistics and ``score_type`` picks a weighted sum of
 them. A residual component pools its map by the mean (the plain reconstruction error) or by the maximum
 of the smoothed map (``residual_pooling="max"``: sensitive to small, local anomalies, which a mean over
-the image dilutes). The anomaly map is ours (the papers report image-level detection only): a squared residual in
-image or encoder-feature space at input resolution, smoothed by a Gaussian.
+the image dilutes). The feature residual is either the encoder-feature residual of input and
+reconstruction or each patch's distance to the normal features held by the space-aware memory
+(``feature_residual``). The anomaly map is ours (the papers report image-level detection only): the image
+residual or the feature residual at input resolution, pixel maps smoothed by a Gaussian.
 
 Nothing is written to a buffer in ``forward``; :meth:`InpaintingDetector.set_score_statistics` is the
 only writer of the score statistics and is called by the Lightning module's training step.
@@ -29,6 +31,7 @@ from .patches import patches_to_image
 ScoreType = Literal["discriminator", "residual_image", "residual_feature", "combined"]
 AnomalyMapType = Literal["image", "feature"]
 ResidualPooling = Literal["mean", "max"]
+FeatureResidual = Literal["encoder", "memory"]
 
 # Raw score components, in the order of the ``score_mean``/``score_std`` buffers.
 SCORE_COMPONENTS: tuple[str, ...] = ("discriminator", "residual_image", "residual_feature")
@@ -51,10 +54,12 @@ class InpaintingDetector(nn.Module):
             inside ``forward`` (so exported graphs take anomalib's 3-channel images).
         score_type: Image score, see :data:`SCORE_WEIGHTS`.
         anomaly_map_type: ``"image"`` (squared residual of the reconstruction, in ``[0, 1]`` intensity
-            units) or ``"feature"`` (squared residual of the encoder features of input and reconstruction,
-            averaged over levels).
+            units) or ``"feature"`` (the feature residual of ``feature_residual``).
         map_sigma: Gaussian smoothing of the anomaly map in pixels (``0`` disables it).
-        residual_pooling: Image score of a residual map: ``"mean"`` of the map or ``"max"`` of the smoothed map.
+        residual_pooling: Image score of a pixel residual map: ``"mean"`` of the map or ``"max"`` of the
+            smoothed map.
+        feature_residual: The feature-space residual (score component and ``"feature"`` map): ``"encoder"``
+            (encoder features of input vs reconstruction) or ``"memory"`` (patch distance to the memory).
 
     """
 
@@ -67,6 +72,7 @@ class InpaintingDetector(nn.Module):
         anomaly_map_type: AnomalyMapType = "image",
         map_sigma: float = 2.0,
         residual_pooling: ResidualPooling = "mean",
+        feature_residual: FeatureResidual = "encoder",
     ) -> None:
         super().__init__()
         if score_type not in SCORE_WEIGHTS:
@@ -78,10 +84,14 @@ class InpaintingDetector(nn.Module):
         if residual_pooling not in {"mean", "max"}:
             msg = f"Unknown residual_pooling {residual_pooling!r}; expected 'mean' or 'max'."
             raise ValueError(msg)
+        if feature_residual not in {"encoder", "memory"}:
+            msg = f"Unknown feature_residual {feature_residual!r}; expected 'encoder' or 'memory'."
+            raise ValueError(msg)
         self.in_channels = in_channels
         self.score_type = score_type
         self.anomaly_map_type = anomaly_map_type
         self.residual_pooling = residual_pooling
+        self.feature_residual = feature_residual
         self.generator = generator
         self.discriminator = discriminator
         self.blur = GaussianBlur2d(sigma=map_sigma, channels=1) if map_sigma > 0 else nn.Identity()
@@ -97,7 +107,11 @@ class InpaintingDetector(nn.Module):
             return image.mean(dim=1, keepdim=True)
         return image
 
-    def feature_residual_map(self, output: GeneratorOutput) -> torch.Tensor:
+    def image_residual_map(self, image: torch.Tensor, output: GeneratorOutput) -> torch.Tensor:
+        """Squared residual of the student reconstruction in ``[0, 1]`` intensity units, ``(B, 1, H, W)``."""
+        return (image - self.generator.to_unit_range(output.reconstruction)).pow(2).mean(dim=1, keepdim=True)
+
+    def encoder_residual_map(self, output: GeneratorOutput) -> torch.Tensor:
         """Squared encoder-feature residual between input and reconstruction, ``(B, 1, H, W)``.
 
         Per encoder level: mean over channels of the squared difference, reassembled from patches,
@@ -116,8 +130,18 @@ class InpaintingDetector(nn.Module):
         ]
         return torch.stack(maps).mean(dim=0)
 
+    def memory_distance_map(self, output: GeneratorOutput) -> torch.Tensor:
+        """Patch-level map ``(B, 1, H, W)`` of each patch query's cosine distance to its nearest memory item.
+
+        A feature residual with respect to the normal features the space-aware memory holds (a queue of
+        training features for SQUID, learned slots for SimSID); constant over each patch.
+        """
+        distance = self.generator.inpainting.memory.nearest_distance(output.memory_queries)
+        grid = self.generator.grid
+        return F.interpolate(distance.reshape(-1, 1, grid, grid), size=output.image.shape[-2:], mode="nearest")
+
     def pool(self, residual_map: torch.Tensor) -> torch.Tensor:
-        """Image score ``(B,)`` of a residual map ``(B, 1, H, W)``: its mean, or the maximum of the smoothed map."""
+        """Image score ``(B,)`` of a pixel residual map: its mean, or the maximum of the smoothed map."""
         if self.residual_pooling == "max":
             return self.blur(residual_map).amax(dim=(1, 2, 3))
         return residual_map.mean(dim=(1, 2, 3))
@@ -129,31 +153,47 @@ class InpaintingDetector(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Raw (unstandardised) score components and the anomaly map, without touching any buffer.
 
+        - ``discriminator``: the negative real/fake logit of the student reconstruction (the papers').
+        - ``residual_image``: the pooled squared residual ``(x - x_hat)**2`` (:meth:`pool`).
+        - ``residual_feature``: with ``feature_residual="encoder"`` the pooled encoder-feature residual;
+          with ``"memory"`` the largest patch distance to the memory (:meth:`memory_distance_map`).
+
         Args:
             image: Channel-reduced input ``(B, C, H, W)`` in ``[0, 1]``.
             components: Components to compute; the others are returned as zeros.
 
         Returns:
-            Scores ``(B, 3)`` in :data:`SCORE_COMPONENTS` order (higher = more anomalous; the
-            discriminator component is the negative real/fake logit) and the map ``(B, 1, H, W)``.
+            Scores ``(B, 3)`` in :data:`SCORE_COMPONENTS` order (higher = more anomalous) and the map
+            ``(B, 1, H, W)`` (pixel residual maps smoothed; the patch-level memory map as it is).
 
         """
         output = self.generator(image, teacher=False)
-        residual = image - self.generator.to_unit_range(output.reconstruction)
-        image_map = residual.pow(2).mean(dim=1, keepdim=True)
-        need_features = "residual_feature" in components or self.anomaly_map_type == "feature"
-        feature_map = self.feature_residual_map(output) if need_features else None
         zeros = image.new_zeros(image.shape[0])
+        image_map = feature_map = None
+        if "residual_image" in components or self.anomaly_map_type == "image":
+            image_map = self.image_residual_map(image, output)
+        if "residual_feature" in components or self.anomaly_map_type == "feature":
+            if self.feature_residual == "memory":
+                feature_map = self.memory_distance_map(output)
+            else:
+                feature_map = self.encoder_residual_map(output)
+        if "residual_feature" not in components:
+            feature_score = zeros
+        elif self.feature_residual == "memory":
+            feature_score = feature_map.amax(dim=(1, 2, 3))
+        else:
+            feature_score = self.pool(feature_map)
         scores = torch.stack(
             [
                 -self.discriminator(output.reconstruction) if "discriminator" in components else zeros,
                 self.pool(image_map) if "residual_image" in components else zeros,
-                self.pool(feature_map) if feature_map is not None else zeros,
+                feature_score,
             ],
             dim=1,
         )
-        anomaly_map = feature_map if self.anomaly_map_type == "feature" else image_map
-        return scores, self.blur(anomaly_map)
+        if self.anomaly_map_type == "image":
+            return scores, self.blur(image_map)
+        return scores, feature_map if self.feature_residual == "memory" else self.blur(feature_map)
 
     @torch.no_grad()
     def set_score_statistics(self, raw_scores: torch.Tensor) -> None:

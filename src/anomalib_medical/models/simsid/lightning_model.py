@@ -21,7 +21,7 @@ from torch import nn
 
 from anomalib_medical.models.components.adversarial_training import AdversarialInpaintingMixin, as_size
 from anomalib_medical.models.components.conv_blocks import SkipOp
-from anomalib_medical.models.components.detector import AnomalyMapType, ResidualPooling, ScoreType
+from anomalib_medical.models.components.detector import AnomalyMapType, FeatureResidual, ResidualPooling, ScoreType
 from anomalib_medical.models.components.generator import MemoryType, OutputActivation
 from anomalib_medical.models.components.memory import DecoderMemoryMode
 
@@ -64,6 +64,8 @@ class SimSID(AdversarialInpaintingMixin, AnomalibModule):
         anomaly_map_type: ``image`` or ``feature`` residual map.
         map_sigma: Gaussian smoothing of the anomaly map, pixels.
         residual_pooling: Residual image scores: ``mean`` of the map or ``max`` of the smoothed map (ours).
+        feature_residual: ``encoder`` (encoder features of input vs reconstruction) or ``memory`` (patch
+            distance to the nearest learned memory slot).
         reconstruction_weight: Student reconstruction loss weight.
         teacher_weight: Teacher reconstruction loss weight.
         distillation_weight: Distillation loss weight.
@@ -110,6 +112,7 @@ class SimSID(AdversarialInpaintingMixin, AnomalibModule):
         anomaly_map_type: AnomalyMapType = "image",
         map_sigma: float = 2.0,
         residual_pooling: ResidualPooling = "mean",
+        feature_residual: FeatureResidual = "encoder",
         reconstruction_weight: float = 10.0,
         teacher_weight: float = 0.01,
         distillation_weight: float = 0.001,
@@ -162,6 +165,7 @@ class SimSID(AdversarialInpaintingMixin, AnomalibModule):
             anomaly_map_type=anomaly_map_type,
             map_sigma=map_sigma,
             residual_pooling=residual_pooling,
+            feature_residual=feature_residual,
         )
         self.configure_adversarial_training(
             reconstruction_weight=reconstruction_weight,

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from anomalib_medical.models.components.conv_blocks import SkipOp
 from anomalib_medical.models.components.detector import (
     AnomalyMapType,
+    FeatureResidual,
     InpaintingDetector,
     ResidualPooling,
     ScoreType,
@@ -58,6 +59,8 @@ class SimSIDModel(InpaintingDetector):
         anomaly_map_type: ``image`` or ``feature`` residual map.
         map_sigma: Gaussian smoothing of the anomaly map, pixels.
         residual_pooling: Residual image scores: ``mean`` of the map or ``max`` of the smoothed map (ours).
+        feature_residual: ``encoder`` (encoder features of input vs reconstruction) or ``memory`` (each
+            patch's distance to the nearest learned memory slot).
 
     """
 
@@ -88,6 +91,7 @@ class SimSIDModel(InpaintingDetector):
         anomaly_map_type: AnomalyMapType = "image",
         map_sigma: float = 2.0,
         residual_pooling: ResidualPooling = "mean",
+        feature_residual: FeatureResidual = "encoder",
     ) -> None:
         generator = InpaintingGenerator(
             image_size=image_size,
@@ -113,5 +117,12 @@ class SimSIDModel(InpaintingDetector):
         )
         discriminator = ImageDiscriminator(image_size, in_channels, discriminator_channels)
         super().__init__(
-            generator, discriminator, in_channels, score_type, anomaly_map_type, map_sigma, residual_pooling
+            generator,
+            discriminator,
+            in_channels,
+            score_type,
+            anomaly_map_type,
+            map_sigma,
+            residual_pooling,
+            feature_residual,
         )

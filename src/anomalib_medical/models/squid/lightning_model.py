@@ -20,7 +20,7 @@ from torch import nn
 
 from anomalib_medical.models.components.adversarial_training import AdversarialInpaintingMixin, as_size
 from anomalib_medical.models.components.conv_blocks import SkipOp
-from anomalib_medical.models.components.detector import AnomalyMapType, ScoreType
+from anomalib_medical.models.components.detector import AnomalyMapType, FeatureResidual, ResidualPooling, ScoreType
 from anomalib_medical.models.components.memory import DecoderMemoryMode
 
 from .torch_model import SquidModel
@@ -57,8 +57,11 @@ class Squid(AdversarialInpaintingMixin, AnomalibModule):
         backbone: Optional timm backbone replacing the basic encoder.
         pretrained: Load pretrained backbone weights.
         score_type: ``discriminator`` (paper), ``residual_image``, ``residual_feature`` or ``combined``.
-        anomaly_map_type: ``image`` (smoothed squared residual) or ``feature`` (patch-level memory distance).
+        anomaly_map_type: ``image`` (smoothed squared residual) or ``feature`` (the feature residual).
         map_sigma: Gaussian smoothing of the squared image residual, pixels.
+        residual_pooling: Residual image score: ``max`` of the smoothed map (ours) or ``mean`` of the map.
+        feature_residual: ``memory`` (patch distance to the memory queue) or ``encoder`` (encoder features of
+            input vs reconstruction).
         reconstruction_weight: Student reconstruction loss weight.
         teacher_weight: Teacher reconstruction loss weight.
         distillation_weight: Distillation loss weight.
@@ -100,6 +103,8 @@ class Squid(AdversarialInpaintingMixin, AnomalibModule):
         score_type: ScoreType = "discriminator",
         anomaly_map_type: AnomalyMapType = "image",
         map_sigma: float = 2.0,
+        residual_pooling: ResidualPooling = "max",
+        feature_residual: FeatureResidual = "memory",
         reconstruction_weight: float = 10.0,
         teacher_weight: float = 0.01,
         distillation_weight: float = 0.001,
@@ -147,6 +152,8 @@ class Squid(AdversarialInpaintingMixin, AnomalibModule):
             score_type=score_type,
             anomaly_map_type=anomaly_map_type,
             map_sigma=map_sigma,
+            residual_pooling=residual_pooling,
+            feature_residual=feature_residual,
         )
         self.configure_adversarial_training(
             reconstruction_weight=reconstruction_weight,

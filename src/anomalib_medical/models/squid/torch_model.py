@@ -16,14 +16,12 @@ module's ``training_step``.
 
 from collections.abc import Sequence
 
-import torch
-from torch.nn import functional as F
-
 from anomalib_medical.models.components.conv_blocks import SkipOp
 from anomalib_medical.models.components.detector import (
-    SCORE_COMPONENTS,
     AnomalyMapType,
+    FeatureResidual,
     InpaintingDetector,
+    ResidualPooling,
     ScoreType,
 )
 from anomalib_medical.models.components.discriminator import ImageDiscriminator
@@ -57,10 +55,14 @@ class SquidModel(InpaintingDetector):
         pretrained: Pretrained backbone weights.
         discriminator_channels: Channels of the discriminator stages.
         score_type: Image score: ``discriminator`` (paper), ``residual_image``, ``residual_feature`` or
-            ``combined`` (see :meth:`raw_scores`).
+            ``combined`` (see :meth:`InpaintingDetector.raw_scores`).
         anomaly_map_type: ``"image"``: smoothed squared residual of the reconstruction; ``"feature"``:
-            the patch-level memory distance of :meth:`raw_scores`.
+            the feature residual of ``feature_residual``.
         map_sigma: Gaussian smoothing of the squared image residual in pixels (``0`` disables it).
+        residual_pooling: Image score of a pixel residual map: ``"max"`` of the smoothed map (ours, the
+            default: DigitAnatomy's anomalies are single cells) or the ``"mean"`` reconstruction error.
+        feature_residual: ``"memory"`` (each patch's distance to the memory queue, the default) or
+            ``"encoder"`` (encoder features of input vs reconstruction).
 
     """
 
@@ -87,6 +89,8 @@ class SquidModel(InpaintingDetector):
         score_type: ScoreType = "discriminator",
         anomaly_map_type: AnomalyMapType = "image",
         map_sigma: float = 2.0,
+        residual_pooling: ResidualPooling = "max",
+        feature_residual: FeatureResidual = "memory",
     ) -> None:
         generator = InpaintingGenerator(
             image_size=image_size,
@@ -111,45 +115,13 @@ class SquidModel(InpaintingDetector):
             activation="sigmoid",
         )
         discriminator = ImageDiscriminator(image_size, in_channels, discriminator_channels)
-        super().__init__(generator, discriminator, in_channels, score_type, anomaly_map_type, map_sigma)
-
-    def raw_scores(
-        self,
-        image: torch.Tensor,
-        components: Sequence[str] = SCORE_COMPONENTS,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Raw (unstandardised) score components and the anomaly map, without touching any buffer.
-
-        - ``discriminator``: the negative real/fake logit of the student reconstruction (the paper's).
-        - ``residual_image``: maximum of the smoothed squared residual ``(x - x_hat)**2``.
-        - ``residual_feature``: maximum over patch positions of the cosine distance between the patch's
-          in-painting query and the nearest feature in that position's memory queue (a residual of
-          the patch feature with respect to the normal features the queue holds).
-
-        Args:
-            image: Channel-reduced input ``(B, C, H, W)`` in ``[0, 1]``.
-            components: Components to compute; the others are returned as zeros.
-
-        Returns:
-            Scores ``(B, 3)`` in :data:`SCORE_COMPONENTS` order (higher = more anomalous) and the anomaly
-            map ``(B, 1, H, W)``.
-
-        """
-        output = self.generator(image, teacher=False)
-        zeros = image.new_zeros(image.shape[0])
-        image_map = feature_map = None
-        if "residual_image" in components or self.anomaly_map_type == "image":
-            image_map = self.blur((image - output.reconstruction).pow(2).mean(dim=1, keepdim=True))
-        if "residual_feature" in components or self.anomaly_map_type == "feature":
-            distance = self.generator.inpainting.memory.nearest_distance(output.memory_queries)
-            grid = self.generator.grid
-            feature_map = F.interpolate(distance.reshape(-1, 1, grid, grid), size=image.shape[-2:], mode="nearest")
-        scores = torch.stack(
-            [
-                -self.discriminator(output.reconstruction) if "discriminator" in components else zeros,
-                image_map.amax(dim=(1, 2, 3)) if "residual_image" in components else zeros,
-                feature_map.amax(dim=(1, 2, 3)) if "residual_feature" in components else zeros,
-            ],
-            dim=1,
+        super().__init__(
+            generator,
+            discriminator,
+            in_channels,
+            score_type,
+            anomaly_map_type,
+            map_sigma,
+            residual_pooling,
+            feature_residual,
         )
-        return scores, feature_map if self.anomaly_map_type == "feature" else image_map
