@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import REPO_ROOT, assert_succeeded, console_script, run_command
+from tests.unit import test_rsna_pneumonia as rsna
+from tests.unit import test_vindr_cxr as vindr
+from tests.unit.fake_chest_data import chexpert_tree, write_rsna
 from tests.unit.test_chest_xray import jpeg_bytes
 
 DATA_CONFIGS = sorted((REPO_ROOT / "configs" / "data").glob("*.yaml"))
+RECIPES = sorted((REPO_ROOT / "configs").glob("*.yaml"))
 PADIM_OFFLINE = ["--model", "Padim", "--model.pre_trained", "false", "--model.backbone", "resnet18"]
 
 
@@ -29,6 +35,25 @@ def test_data_config_is_parsed_by_the_cli(config: Path) -> None:
     data = cli.config["train"]["data"]
     assert data["class_path"].startswith("anomalib_medical.data."), data["class_path"]
     assert type(cli.datamodule).__module__.startswith("anomalib_medical.data")
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=[path.stem for path in RECIPES])
+def test_recipe_is_parsed_by_the_cli_into_our_model_and_datamodule(recipe: Path) -> None:
+    """Every ``configs/<model>_<data>.yaml`` names one of our models and datamodules and parses as written."""
+    import yaml
+    from anomalib.cli import AnomalibCLI
+
+    cli = AnomalibCLI(["train", "--config", str(recipe)], run=False)
+    model_package = type(cli.model).__module__.split(".")
+    assert model_package[:2] == ["anomalib_medical", "models"], model_package
+    assert recipe.stem.startswith(model_package[2] + "_"), (recipe.stem, model_package)
+    assert type(cli.datamodule).__module__.startswith("anomalib_medical.data."), type(cli.datamodule)
+    written = yaml.safe_load(recipe.read_text())
+    for part in ("model", "data"):
+        parsed = cli.config["train"][part]["init_args"]
+        for key, value in written[part]["init_args"].items():
+            got = parsed[key]
+            assert (list(got) if isinstance(got, tuple) else got) == value, (part, key)
 
 
 def test_stock_command_trains_a_built_in_model_on_digit_anatomy_with_pixel_metrics(tmp_path: Path) -> None:
@@ -98,6 +123,67 @@ def test_stock_command_runs_fit_and_test_on_a_chest_xray_tree(tmp_path: Path) ->
     )
     assert_succeeded(process)
     assert 0.0 <= metric(process.stdout, "image_AUROC") <= 1.0
+
+
+def _chexpert_arguments(tmp_path: Path) -> list[object]:
+    root = chexpert_tree(tmp_path / "CheXpert-v1.0-small", normal=8, abnormal=4)
+    return ["--data.root", root, "--data.train_normal", "4", "--data.test_normal", "2", "--data.test_abnormal", "2"]
+
+
+def _vindr_arguments(tmp_path: Path) -> list[object]:
+    root = vindr._tree(tmp_path / "vindr")
+    split_file = vindr._split_file(tmp_path / "ddad.json")
+    digest = hashlib.sha256(split_file.read_bytes()).hexdigest()
+    sizes = ["--data.val_normal", "1", "--data.val_abnormal", "1"]
+    return ["--data.root", root, "--data.split_file", split_file, "--data.split_sha256", digest, *sizes]
+
+
+def _rsna_arguments(tmp_path: Path) -> list[object]:
+    root = write_rsna(tmp_path / "rsna", rsna.NORMAL, rsna.OPACITY, rsna.OTHER)
+    sizes = {"train_normal": 3, "val_normal": 1, "val_abnormal": 1, "test_normal": 2, "test_abnormal": 2}
+    return ["--data.root", root, *[item for key, value in sizes.items() for item in (f"--data.{key}", str(value))]]
+
+
+@pytest.mark.parametrize(
+    ("name", "arguments", "has_masks"),
+    [
+        ("CheXpert", _chexpert_arguments, False),
+        ("VinDrCXR", _vindr_arguments, True),
+        ("RSNAPneumonia", _rsna_arguments, True),
+    ],
+)
+def test_stock_command_trains_on_a_tiny_published_layout(
+    name: str, arguments: Callable[[Path], list[object]], has_masks: bool, tmp_path: Path
+) -> None:
+    """``anomalib train --model Padim --data <CheXpert|VinDrCXR|RSNAPneumonia>`` on each provider's own file layout."""
+    process = run_command(
+        [
+            console_script("anomalib"),
+            "train",
+            *PADIM_OFFLINE,
+            "--data",
+            name,
+            *arguments(tmp_path),
+            "--data.image_size",
+            "32",
+            "--data.num_workers",
+            "0",
+            "--data.train_batch_size",
+            "3",
+            "--data.eval_batch_size",
+            "4",
+            "--trainer.max_epochs",
+            "1",
+            "--default_root_dir",
+            tmp_path / "results",
+        ],
+        cwd=tmp_path,
+    )
+    assert_succeeded(process)
+    assert 0.0 <= metric(process.stdout, "image_AUROC") <= 1.0
+    if has_masks:  # box-derived masks give pixel metrics
+        assert 0.0 <= metric(process.stdout, "pixel_AUROC") <= 1.0
+    assert list((tmp_path / "results").rglob("*.ckpt")), "no checkpoint written"
 
 
 @pytest.mark.parametrize("name", ["DigitAnatomy", "anomalib_medical.data.DigitAnatomy", "ChestXray"])
