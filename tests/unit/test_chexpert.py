@@ -107,16 +107,16 @@ def test_view_filters_and_uncertain_rule_change_the_pools(root):
         datamodule.setup()
         return _ids(datamodule.train_data)
 
-    frontal = pools()
+    frontal = pools(pa_only=False)
     assert any("patient00014" in key for key in frontal)  # the AP image
     assert not any("lateral" in key for key in frontal)
     assert len(frontal) == 9
-    pa = pools(pa_only=True)
+    pa = pools()  # the default: PA views only, as the SQUID authors' `*_256_pa` folders
     assert pa == {key for key in frontal if "patient00014" not in key}
-    every_view = pools(frontal_only=False)
+    every_view = pools(frontal_only=False, pa_only=False)
     assert every_view - frontal == {"train/patient00013/study1/view1_lateral"}
     with_uncertain = pools(uncertain="normal")
-    assert with_uncertain - frontal == {"train/patient00015/study1/view1_frontal"}
+    assert with_uncertain - pa == {"train/patient00015/study1/view1_frontal"}
 
 
 def test_uncertain_as_abnormal_adds_to_the_abnormal_pool(root):
@@ -126,8 +126,10 @@ def test_uncertain_as_abnormal_adds_to_the_abnormal_pool(root):
 
 
 def test_too_small_pool_is_an_error_naming_the_numbers(root):
-    with pytest.raises(ValueError, match=r"Requested 9 normal training images .* only 7 are available"):
+    with pytest.raises(ValueError, match=r"Requested 9 normal training images .* only 6 are available"):
         _datamodule(root, train_normal=9).setup()
+    with pytest.raises(ValueError, match=r"Requested 9 normal training images .* only 7 are available"):
+        _datamodule(root, train_normal=9, pa_only=False).setup()  # the AP normal image joins the pool
 
 
 def test_missing_label_file(tmp_path):

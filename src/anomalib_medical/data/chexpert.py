@@ -131,7 +131,7 @@ class CheXpert(CachedRadiographDataModule):
         test_abnormal: Abnormal test images drawn from ``train.csv`` (SQUID: 250).
         uncertain: Rule for uncertain labels: ``"ignore"``, ``"normal"`` or ``"abnormal"``.
         frontal_only: Keep frontal views only.
-        pa_only: Keep posterior-anterior views only (the SQUID authors' setting).
+        pa_only: Keep posterior-anterior views only (default: the SQUID authors' `*_256_pa` setting).
         image_size: Size of the cached images, an int for square images or ``(height, width)``.
         histogram_equalisation: Equalise the histogram of each cached image.
         cache_dir: Parent folder of the preprocessed caches; default ``<root>_cache`` next to ``root``.
@@ -158,7 +158,7 @@ class CheXpert(CachedRadiographDataModule):
         test_abnormal: int = 250,
         uncertain: UncertainRule = "ignore",
         frontal_only: bool = True,
-        pa_only: bool = False,
+        pa_only: bool = True,
         image_size: int | tuple[int, int] = 256,
         histogram_equalisation: bool = False,
         cache_dir: str | Path | None = None,
