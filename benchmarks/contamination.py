@@ -4,10 +4,12 @@ SQUID (CVPR 2023) and SimSID (TPAMI 2024) measure how their AUROC degrades when 
 unlabelled abnormal images. This script trains each model's DigitAnatomy recipe with a fraction
 ``1 - normal_ratio`` of generated anomalies (all four types, labelled normal) mixed into every training
 epoch (``DigitAnatomy(train_abnormal_fraction=...)``), tests on the clean test set, prints a table of
-image AUROC per normal ratio and saves the robustness curve as a PNG.
+image AUROC per normal ratio for every score type of each trained model (the recipe's own score is marked
+with ``*``) and saves the robustness curves of the recipes' scores and of the papers' discriminator score
+as a PNG.
 
 Every model is trained with the same seed and the same budget (epochs, optionally capped by wall-clock
-seconds); the recipe's score type is used unless ``--score-type`` is given. Run small, e.g.::
+seconds). Run small, e.g.::
 
     OMP_NUM_THREADS=1 python benchmarks/contamination.py --epochs 2 --train-size 800 --samples-per-type 50
 
@@ -28,7 +30,7 @@ import yaml
 from anomalib.engine import Engine
 from lightning.pytorch import Callback, LightningModule, Trainer
 from sklearn.metrics import roc_auc_score
-from squid_digit_anatomy import REPO, instantiate, machine_header
+from squid_digit_anatomy import REPO, instantiate, machine_header, score_test_set
 
 DEFAULT_RECIPES = [REPO / "configs" / f"{name}_digit_anatomy.yaml" for name in ("squid", "simsid")]
 DEFAULT_RATIOS = [1.0, 0.9, 0.8, 0.7, 0.6]
@@ -61,8 +63,8 @@ def train_and_score(
     budget: float | None,
     seed: int,
     work_dir: Path,
-) -> tuple[float, float]:
-    """Train one recipe on (contaminated) DigitAnatomy; return its test image AUROC and training seconds."""
+) -> tuple[dict[str, float], float]:
+    """Train one recipe on (contaminated) DigitAnatomy; return test image AUROC per score type and training seconds."""
     torch.manual_seed(seed)
     model = instantiate(config["model"], **model_overrides)
     datamodule = instantiate(config["data"], **data_overrides)
@@ -77,14 +79,13 @@ def train_and_score(
     start = time.perf_counter()
     engine.fit(model, datamodule=datamodule)
     seconds = time.perf_counter() - start
-    predictions = engine.predict(model, dataloaders=datamodule.test_dataloader())
-    scores = np.concatenate([batch.pred_score.numpy() for batch in predictions])
-    labels = np.concatenate([batch.gt_label.numpy() for batch in predictions])
-    return float(roc_auc_score(labels, scores)), seconds
+    datamodule.setup("test")
+    scored = score_test_set(model, datamodule)
+    return {name: float(roc_auc_score(scored["labels"], scores)) for name, scores in scored["scores"].items()}, seconds
 
 
 def plot(results: dict[str, dict[float, list[float]]], path: Path) -> None:
-    """Save AUROC (mean and range over seeds) against the normal ratio, one line per model."""
+    """Save AUROC (mean and range over seeds) against the normal ratio: each recipe's score (``*``) and the paper's."""
     import matplotlib as mpl
 
     mpl.use("Agg")
@@ -92,10 +93,13 @@ def plot(results: dict[str, dict[float, list[float]]], path: Path) -> None:
 
     figure, axis = plt.subplots(figsize=(5, 3.5))
     for name, per_ratio in results.items():
+        if not name.endswith("*") and "discriminator" not in name:
+            continue
         ratios = sorted(per_ratio, reverse=True)
         values = [np.array(per_ratio[ratio]) for ratio in ratios]
         percent = [100 * ratio for ratio in ratios]
-        axis.plot(percent, [v.mean() for v in values], marker="o", label=name)
+        style = "--" if "discriminator" in name else "-"
+        axis.plot(percent, [v.mean() for v in values], style, marker="o", label=name)
         axis.fill_between(percent, [v.min() for v in values], [v.max() for v in values], alpha=0.2)
     axis.set_xlabel("normal images in the training set (%)")
     axis.set_ylabel("test image AUROC")
@@ -119,7 +123,6 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--train-size", type=int, default=None, help="training images per epoch (default: recipe's)")
     parser.add_argument("--samples-per-type", type=int, default=None, help="test images per type (default: recipe's)")
-    parser.add_argument("--score-type", default=None, help="override the recipes' image score")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds (model init and data)")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--root", type=Path, default=Path("./datasets/DigitAnatomy"), help="DigitAnatomy root")
@@ -133,28 +136,31 @@ def main(argv: list[str] | None = None) -> None:
             config = yaml.safe_load(recipe.read_text())
             epochs = args.epochs or config["trainer"]["max_epochs"]
             model_overrides: dict[str, Any] = {"visualizer": False, "scheduler_t_max": epochs}
-            if args.score_type:
-                model_overrides["score_type"] = args.score_type
             data_overrides: dict[str, Any] = {"root": args.root}
             for key, value in (("train_size", args.train_size), ("samples_per_type", args.samples_per_type)):
                 if value is not None:
                     data_overrides[key] = value
             name = config["model"]["class_path"].rsplit(".", 1)[-1]
-            score = args.score_type or config["model"]["init_args"].get("score_type", "discriminator")
-            label = f"{name} ({score})"
-            results[label] = {}
+            recipe_score = config["model"]["init_args"].get("score_type", "discriminator")
             for ratio in args.ratios:
                 for seed in args.seeds:
                     run_data = data_overrides | {"train_abnormal_fraction": round(1.0 - ratio, 6), "seed": seed}
-                    auroc, seconds = train_and_score(
+                    aurocs, seconds = train_and_score(
                         config, model_overrides, run_data, epochs, args.budget_seconds, seed, Path(scratch)
                     )
-                    results[label].setdefault(ratio, []).append(auroc)
-                    print(f"{label:32s} normal {100 * ratio:5.1f} %  seed {seed}  AUROC {auroc:.3f}  ({seconds:.0f} s)")
+                    for score, auroc in aurocs.items():
+                        label = f"{name} ({score})" + (" *" if score == recipe_score else "")
+                        results.setdefault(label, {}).setdefault(ratio, []).append(auroc)
+                    print(
+                        f"{name:8s} normal {100 * ratio:5.1f} %  seed {seed}  AUROC {aurocs[recipe_score]:.3f} "
+                        f"({recipe_score}; discriminator {aurocs['discriminator']:.3f})  ({seconds:.0f} s)",
+                        flush=True,
+                    )
 
     print("\n" + machine_header("python " + " ".join(sys.argv)))
     ratios = sorted({ratio for per_ratio in results.values() for ratio in per_ratio}, reverse=True)
-    print("\nImage AUROC on the clean test set by normal ratio of the training set (mean over seeds)\n")
+    print("\nImage AUROC on the clean test set by normal ratio of the training set")
+    print("(mean over seeds; * = the recipe's score)\n")
     print("| model (score) | " + " | ".join(f"{100 * ratio:.0f} %" for ratio in ratios) + " |")
     print("|" + "---|" * (len(ratios) + 1))
     for label, per_ratio in results.items():

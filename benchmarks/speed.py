@@ -37,6 +37,10 @@ BENCHMARKS: dict[str, dict[str, Path]] = {
         "authors": REPO / "configs" / "squid_digit_anatomy_paper.yaml",
         "cpu_recipe": REPO / "configs" / "squid_digit_anatomy.yaml",
     },
+    "simsid": {
+        "authors": REPO / "configs" / "simsid_digit_anatomy_paper.yaml",
+        "cpu_recipe": REPO / "configs" / "simsid_digit_anatomy.yaml",
+    },
 }
 ONNX_KWARGS = {"opset_version": 18}
 

@@ -20,6 +20,10 @@ def _datamodule(root, **kwargs):
     return CheXpert(root, **{**settings, **kwargs})
 
 
+def _patients(keys):
+    return {key.split("/")[1] for key in keys}
+
+
 def _ids(dataset, label=None):
     samples = dataset.samples
     if label is not None:
@@ -72,9 +76,7 @@ def test_split_sizes_labels_and_disjointness(root):
     assert all(key.startswith("valid/") for key in _ids(val))
     assert all(key.startswith("train/") for key in _ids(train) | _ids(test))
     assert not _ids(train) & _ids(test)
-    train_patients = {key.split("/")[1] for key in _ids(train)}
-    test_patients = {key.split("/")[1] for key in _ids(test)}
-    assert not train_patients & test_patients
+    assert not _patients(_ids(train)) & _patients(_ids(test))
     assert set(train.samples.split) == {"train"}
     assert set(test.samples.split) == {"test"}
 
@@ -130,6 +132,63 @@ def test_too_small_pool_is_an_error_naming_the_numbers(root):
         _datamodule(root, train_normal=9).setup()
     with pytest.raises(ValueError, match=r"Requested 9 normal training images .* only 7 are available"):
         _datamodule(root, train_normal=9, pa_only=False).setup()  # the AP normal image joins the pool
+
+
+@pytest.mark.parametrize(("fraction", "count"), [(0.2, 1), (0.4, 3)])
+def test_contamination_adds_unlabelled_abnormal_training_images(root, fraction, count):
+    clean = _datamodule(root)
+    clean.setup()
+    datamodule = _datamodule(root, train_abnormal_fraction=fraction)
+    datamodule.setup()
+    train = datamodule.train_data.samples
+    contaminants = set(train.image_id[train.contaminant])
+    assert len(contaminants) == count  # round(f * 4 / (1 - f))
+    assert len(train) == 4 + count
+    assert set(train.label_index) == {0}  # the model is told nothing
+    table = pd.read_csv(root / "train.csv")
+    keys = table.Path.str.removeprefix("CheXpert-v1.0-small/").str.removesuffix(".jpg")
+    csv_labels = pd.Series(chexpert_labels(table).to_numpy(), index=keys)
+    assert set(csv_labels[sorted(contaminants)]) == {1}  # abnormal in train.csv
+    assert all(key.startswith("train/") for key in contaminants)  # never from valid.csv
+    test_ids = _ids(datamodule.test_data)
+    assert not contaminants & test_ids
+    assert not _patients(contaminants) & _patients(test_ids)
+    assert _ids(datamodule.train_data) - contaminants == _ids(clean.train_data)
+    for split in ("val_data", "test_data"):
+        samples = getattr(datamodule, split).samples
+        assert not samples.contaminant.any()
+        assert samples[["image_id", "label_index"]].equals(getattr(clean, split).samples[["image_id", "label_index"]])
+    assert not clean.train_data.samples.contaminant.any()
+
+
+def test_contaminants_are_not_from_test_patients(tmp_path):
+    rows = [chexpert_row(patient, no_finding=1) for patient in range(1, 7)]
+    rows += [chexpert_row(patient, study, Edema=1) for patient in range(11, 14) for study in (1, 2)]
+    root = write_chexpert(tmp_path / "CheXpert-v1.0-small", rows, rows[:1] + rows[-1:])
+    settings = {"train_normal": 4, "test_normal": 1, "test_abnormal": 1, "image_size": 8, "num_workers": 0}
+    datamodule = CheXpert(root, train_abnormal_fraction=0.5, **settings)  # 4: every image of the 2 other patients
+    datamodule.setup()
+    train = datamodule.train_data.samples
+    test_patients = _patients(_ids(datamodule.test_data))
+    assert len(test_patients) == 2
+    assert len(_patients(train.image_id[train.contaminant])) == 2
+    assert not _patients(train.image_id[train.contaminant]) & test_patients
+    with pytest.raises(ValueError, match=r"Requested 5 abnormal training images .* only 4 are available"):
+        CheXpert(root, train_abnormal_fraction=0.55, **settings).setup()  # the test patient's other image is out
+
+
+def test_too_small_contamination_pool_is_an_error_naming_the_numbers(root):
+    with pytest.raises(
+        ValueError,
+        match=r"Requested 4 abnormal training images for train_abnormal_fraction=0\.5 .* only 3 are available",
+    ):
+        _datamodule(root, train_abnormal_fraction=0.5).setup()  # 5 abnormal PA images, 2 of them in the test split
+
+
+@pytest.mark.parametrize("fraction", [-0.1, 1.0])
+def test_contamination_fraction_must_be_in_0_1(root, fraction):
+    with pytest.raises(ValueError, match=rf"train_abnormal_fraction must be in \[0, 1\), got {fraction}\."):
+        _datamodule(root, train_abnormal_fraction=fraction)
 
 
 def test_missing_label_file(tmp_path):

@@ -82,6 +82,28 @@ def test_inpainted_feature_comes_from_memory_not_from_the_patch():
     assert not torch.allclose(out_a[0], out_b[0])
 
 
+def test_without_neighbour_attention_each_patch_is_its_own_memory_read_out():
+    torch.manual_seed(0)
+    block = _block(neighbour_attention=False).eval()
+    assert block.transformer is None
+    assert not any(name.startswith("transformer") for name, _ in block.named_parameters())
+    features = torch.randn(9, 16, 2, 2)
+    with torch.no_grad():
+        out, queries = block(features)
+        retrieved = block.memory(queries).reshape(9, 4, 2, 2)
+        code = block.position_code[:, :, None, None].expand(-1, -1, 2, 2)
+        expected = block.expand(torch.cat([retrieved, code], dim=1))
+    torch.testing.assert_close(out, expected)
+    # changing one patch changes that patch's output only: no information flows between neighbours
+    changed = features.clone()
+    changed[4] = torch.randn(16, 2, 2)
+    with torch.no_grad():
+        out_changed, _ = block(changed)
+    unchanged = [index for index in range(9) if index != 4]
+    torch.testing.assert_close(out_changed[unchanged], out[unchanged])
+    assert not torch.allclose(out_changed[4], out[4])
+
+
 def test_neighbour_attention_shapes():
     layer = NeighbourAttention(dim=8, num_heads=2)
     out = layer(torch.randn(5, 8), torch.randn(5, 8), torch.randn(5, 8, 8))

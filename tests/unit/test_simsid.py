@@ -94,6 +94,17 @@ def test_memory_matrix_replaces_the_queue_and_learns_by_gradient():
     assert isinstance(queue_model.generator.inpainting.memory, MemoryQueue)
 
 
+def test_neighbour_attention_follows_the_authors_per_data_set_switch():
+    # ZhangLab (the defaults): each patch is its own memory read-out; CheXpert/DigitAnatomy: the transformer
+    assert _tiny_model().generator.inpainting.transformer is None
+    with_attention = _tiny_model(neighbour_attention=True)
+    assert with_attention.generator.inpainting.transformer is not None
+    with_attention.train()
+    output = with_attention(torch.rand(2, 1, 24, 24))
+    output.reconstruction.mean().backward()
+    assert all(p.grad is not None for p in with_attention.generator.inpainting.transformer.parameters())
+
+
 def test_hierarchical_memory_sits_in_the_student_decoder_and_trains():
     model = _tiny_model(
         image_size=32, grid=2, merge_levels=0, skip_ops=("concat", "concat"), decoder_memory=("window", "position")

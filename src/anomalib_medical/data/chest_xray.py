@@ -97,6 +97,7 @@ from anomalib_medical.data.utils.images import (
     list_images,
     make_samples_dataframe,
 )
+from anomalib_medical.data.utils.splits import contaminant_count
 
 logger = logging.getLogger(__name__)
 
@@ -252,13 +253,10 @@ def make_chest_xray_samples(
     if not 1 <= val_abnormal <= len(train_abnormal):
         msg = f"val_abnormal={val_abnormal} must be between 1 and the {len(train_abnormal)} pneumonia training images."
         raise ValueError(msg)
-    if not 0.0 <= train_abnormal_fraction < 1.0:
-        msg = f"train_abnormal_fraction must be in [0, 1), got {train_abnormal_fraction}."
-        raise ValueError(msg)
     val_normal_set = set(_draw(train_normal, val_normal, seed, NORMAL_CLASS))
     val_abnormal_list = sorted(_draw(train_abnormal, val_abnormal, seed, ABNORMAL_CLASS))
     num_train_normal = len(train_normal) - val_normal
-    num_contaminants = round(train_abnormal_fraction * num_train_normal / (1.0 - train_abnormal_fraction))
+    num_contaminants = contaminant_count(train_abnormal_fraction, num_train_normal)
     remaining_abnormal = sorted(set(train_abnormal) - set(val_abnormal_list))
     if num_contaminants > len(remaining_abnormal):
         msg = (
@@ -459,9 +457,7 @@ class ChestXray(AnomalibDataModule):
         if image_check not in {"none", "header", "decode"}:
             msg = f"image_check must be 'none', 'header' or 'decode', got {image_check!r}."
             raise ValueError(msg)
-        if not 0.0 <= train_abnormal_fraction < 1.0:
-            msg = f"train_abnormal_fraction must be in [0, 1), got {train_abnormal_fraction}."
-            raise ValueError(msg)
+        contaminant_count(train_abnormal_fraction, 0)  # checks the fraction before any data is read
         self.root = Path(root)
         self.val_normal = val_normal
         self.val_abnormal = val_abnormal

@@ -33,7 +33,14 @@ Split (SQUID, Xiang et al., CVPR 2023, Table 1: train 4,999 normal; test 250 nor
     - test: ``test_normal`` normal and ``test_abnormal`` abnormal images drawn (seeded) from ``train.csv``,
     - train: ``train_normal`` normal images drawn from the rest of ``train.csv``, excluding every patient that has
       an image in the test split (patient-disjoint); ``None`` takes them all,
-    - val: every normal and abnormal image of the official ``valid.csv`` that passes the view filters.
+    - val: every normal and abnormal image of the official ``valid.csv`` that passes the view filters,
+    - contamination ("true" unsupervised training, as SimSID's authors train on CheXpert with 10 % abnormal
+      images, their ``positive_ratio`` 0.9): ``train_abnormal_fraction`` f > 0 adds ``round(f * n / (1 - f))``
+      abnormal images of ``train.csv`` (for ``n`` normal training images) to the training split, so that they make
+      up that fraction of it. They pass the same view filters and label rules, are drawn (seeded) after every
+      other draw from the images of patients without a test image (never from ``valid.csv``), are labelled normal
+      (``label_index`` 0: the model is told nothing) and are marked by the ``contaminant`` column; the other
+      images of every split are those chosen without contamination.
 
     The authors distribute their test images (``our_test_256_pa``) but not their ids, so our draw has the same
     sizes and origin but not the same images. A pool smaller than a requested size raises an error naming both
@@ -54,7 +61,7 @@ from torchvision.transforms.v2 import Transform
 
 from anomalib_medical.data.utils.base import CachedRadiographDataModule, SelectedImage
 from anomalib_medical.data.utils.cache import CacheEntry, Preprocessing
-from anomalib_medical.data.utils.splits import draw, read_label_csv
+from anomalib_medical.data.utils.splits import contaminant_count, draw, read_label_csv
 
 UncertainRule = Literal["ignore", "normal", "abnormal"]
 
@@ -129,6 +136,10 @@ class CheXpert(CachedRadiographDataModule):
         train_normal: Normal training images (SQUID: 4,999); ``None`` takes all that remain after the test draw.
         test_normal: Normal test images drawn from ``train.csv`` (SQUID: 250).
         test_abnormal: Abnormal test images drawn from ``train.csv`` (SQUID: 250).
+        train_abnormal_fraction: Fraction of the training split made of abnormal images of ``train.csv`` from
+            patients without a test image, labelled normal (contamination for "true" unsupervised training; SimSID's
+            authors use 0.1). The ``contaminant`` column of ``train_data.samples`` marks them. Must be in
+            ``[0, 1)``; default ``0.0``.
         uncertain: Rule for uncertain labels: ``"ignore"``, ``"normal"`` or ``"abnormal"``.
         frontal_only: Keep frontal views only.
         pa_only: Keep posterior-anterior views only (default: the SQUID authors' `*_256_pa` setting).
@@ -142,7 +153,7 @@ class CheXpert(CachedRadiographDataModule):
         val_augmentations: Augmentations for validation images.
         test_augmentations: Augmentations for test images.
         augmentations: Augmentations for every split without its own.
-        seed: Seed of the split draws.
+        seed: Seed of the split and contamination draws.
 
     Example:
         >>> datamodule = CheXpert(root="./datasets/CheXpert-v1.0-small")  # doctest: +SKIP
@@ -156,6 +167,7 @@ class CheXpert(CachedRadiographDataModule):
         train_normal: int | None = 4999,
         test_normal: int = 250,
         test_abnormal: int = 250,
+        train_abnormal_fraction: float = 0.0,
         uncertain: UncertainRule = "ignore",
         frontal_only: bool = True,
         pa_only: bool = True,
@@ -187,12 +199,15 @@ class CheXpert(CachedRadiographDataModule):
         if uncertain not in {"ignore", "normal", "abnormal"}:
             msg = f"uncertain must be 'ignore', 'normal' or 'abnormal', got {uncertain!r}."
             raise ValueError(msg)
+        contaminant_count(train_abnormal_fraction, 0)  # checks the fraction before any data is read
         self.train_normal = train_normal
         self.test_normal = test_normal
         self.test_abnormal = test_abnormal
+        self.train_abnormal_fraction = train_abnormal_fraction
         self.uncertain = uncertain
         self.frontal_only = frontal_only
         self.pa_only = pa_only
+        self._contaminants: list[str] = []
 
     def select(self) -> list[SelectedImage]:
         """Choose the images of every split from ``train.csv`` and ``valid.csv`` (see the module docstring)."""
@@ -203,11 +218,16 @@ class CheXpert(CachedRadiographDataModule):
         test_normal = draw(normal, self.test_normal, rng, f"normal test images from train.csv ({self._what})")
         test_abnormal = draw(abnormal, self.test_abnormal, rng, f"abnormal test images from train.csv ({self._what})")
         test_patients = set(train.loc[test_normal + test_abnormal, "patient"])
-        train_pool = [key for key in normal if train.at[key, "patient"] not in test_patients]
-        what = f"normal training images ({self._what}, not from the {len(test_patients)} test patients)"
-        train_normal = draw(train_pool, self.train_normal, rng, what)
+        outside_test = ~train.patient.isin(test_patients)
+        not_test = f"{self._what}, not from the {len(test_patients)} test patients"
+        train_pool = train.index[outside_test & (train.label == 0)]
+        train_normal = draw(train_pool, self.train_normal, rng, f"normal training images ({not_test})")
+        contaminant_pool = train.index[outside_test & (train.label == 1)]
+        count = contaminant_count(self.train_abnormal_fraction, len(train_normal))
+        what = f"abnormal training images for train_abnormal_fraction={self.train_abnormal_fraction} ({not_test})"
+        self._contaminants = draw(contaminant_pool, count, rng, what)
         chosen = [
-            *((key, Split.TRAIN, 0, train) for key in train_normal),
+            *((key, Split.TRAIN, 0, train) for key in train_normal + self._contaminants),
             *((key, Split.TEST, 0, train) for key in test_normal),
             *((key, Split.TEST, 1, train) for key in test_abnormal),
             *((key, Split.VAL, int(valid.at[key, "label"]), valid) for key in valid.index[valid.label >= 0]),
@@ -216,6 +236,12 @@ class CheXpert(CachedRadiographDataModule):
             SelectedImage(CacheEntry(key, table.at[key, "source"]), split, label, table.attrs["path"])
             for key, split, label, table in chosen
         ]
+
+    def samples(self) -> pd.DataFrame:
+        """Return the base class's samples table with a ``contaminant`` column (the abnormal training images)."""
+        samples = super().samples()
+        samples["contaminant"] = samples.image_id.isin(self._contaminants)
+        return samples
 
     @property
     def _what(self) -> str:

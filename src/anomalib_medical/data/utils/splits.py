@@ -109,3 +109,26 @@ def draw_disjoint(
         remaining.difference_update(subset)
         subsets.append(subset)
     return subsets
+
+
+def contaminant_count(fraction: float, normal: int) -> int:
+    """Count the abnormal images that make up ``fraction`` of a training split with ``normal`` normal images.
+
+    This is ``round(fraction * normal / (1 - fraction))``, the contamination of a datamodule's
+    ``train_abnormal_fraction`` ("true" unsupervised training).
+
+    Args:
+        fraction: Share of the training split that is abnormal, in ``[0, 1)``.
+        normal: Normal images in the training split.
+
+    Returns:
+        How many abnormal images to add to the training split.
+
+    Raises:
+        ValueError: When ``fraction`` is outside ``[0, 1)``.
+
+    """
+    if not 0.0 <= fraction < 1.0:
+        msg = f"train_abnormal_fraction must be in [0, 1), got {fraction}."
+        raise ValueError(msg)
+    return round(fraction * normal / (1.0 - fraction))

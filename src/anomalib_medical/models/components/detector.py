@@ -28,7 +28,7 @@ from .discriminator import ImageDiscriminator
 from .generator import GeneratorOutput, InpaintingGenerator
 from .patches import patches_to_image
 
-ScoreType = Literal["discriminator", "residual_image", "residual_feature", "combined"]
+ScoreType = Literal["discriminator", "residual_image", "residual_feature", "residual", "combined"]
 AnomalyMapType = Literal["image", "feature"]
 ResidualPooling = Literal["mean", "max"]
 FeatureResidual = Literal["encoder", "memory"]
@@ -40,6 +40,7 @@ SCORE_WEIGHTS: dict[str, tuple[float, float, float]] = {
     "discriminator": (1.0, 0.0, 0.0),
     "residual_image": (0.0, 1.0, 0.0),
     "residual_feature": (0.0, 0.0, 1.0),
+    "residual": (0.0, 1.0, 1.0),  # both residuals: no discriminator, which stays at chance in short runs
     "combined": (1.0, 1.0, 1.0),
 }
 

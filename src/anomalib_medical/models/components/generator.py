@@ -131,6 +131,8 @@ class InpaintingGenerator(nn.Module):
         decoder_mask_ratio: Masked-shortcut ratio of the decoder memories.
         num_heads: Attention heads of the in-painting transformer.
         dropout: Dropout of the in-painting feed-forward network.
+        neighbour_attention: In-paint from the neighbours' retrieved features with the transformer layer
+            (``False``: each patch's own memory read-out, SimSID's ``use_inpaint = False``).
         distillation: Build the teacher decoder.
         backbone: timm backbone name instead of the basic encoder.
         pretrained: Load pretrained backbone weights.
@@ -156,6 +158,7 @@ class InpaintingGenerator(nn.Module):
         decoder_mask_ratio: float,
         num_heads: int,
         dropout: float,
+        neighbour_attention: bool,
         distillation: bool,
         backbone: str | None,
         pretrained: bool,
@@ -190,7 +193,15 @@ class InpaintingGenerator(nn.Module):
         channels = self.encoder.channels
         sizes = self._feature_sizes(in_channels, (image_size[0] // grid, image_size[1] // grid))
         self.inpainting = InpaintingBlock(
-            channels[levels], sizes[levels], grid, memory_slots, top_k, num_heads, mask_ratio, dropout
+            channels[levels],
+            sizes[levels],
+            grid,
+            memory_slots,
+            top_k,
+            num_heads,
+            mask_ratio,
+            dropout,
+            neighbour_attention,
         )
         if memory_type == "matrix":  # SimSID: a learned memory matrix reads like the queue, but trains by gradient
             self.inpainting.memory = MemoryMatrix(grid * grid, memory_slots, self.inpainting.memory_dim, top_k)

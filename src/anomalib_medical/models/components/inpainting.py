@@ -75,6 +75,9 @@ class InpaintingBlock(nn.Module):
         num_heads: Attention heads.
         mask_ratio: Masked-shortcut ratio (probability of keeping the in-painted feature).
         dropout: Feed-forward dropout.
+        neighbour_attention: In-paint each patch from its neighbours' retrieved features with the
+            transformer layer (SQUID; SimSID's ``use_inpaint``). Without it the block replaces each patch
+            feature by its own memory read-out (SimSID's ZhangLab setting) and builds no transformer.
 
     The memory dimension is ``C // 4 * h * w`` (the authors' ``memory_channel``).
 
@@ -90,6 +93,7 @@ class InpaintingBlock(nn.Module):
         num_heads: int = 8,
         mask_ratio: float = 0.95,
         dropout: float = 0.0,
+        neighbour_attention: bool = True,
     ) -> None:
         super().__init__()
         self.grid = grid
@@ -101,7 +105,7 @@ class InpaintingBlock(nn.Module):
             nn.ReLU(),
         )
         self.memory = MemoryQueue(grid * grid, num_slots, self.memory_dim, top_k)
-        self.transformer = NeighbourAttention(self.memory_dim, num_heads, dropout)
+        self.transformer = NeighbourAttention(self.memory_dim, num_heads, dropout) if neighbour_attention else None
         self.register_buffer("position_code", binary_position_code(grid * grid), persistent=False)
         self.position_code: torch.Tensor
         self.expand = nn.Sequential(
@@ -127,9 +131,12 @@ class InpaintingBlock(nn.Module):
         reduced = self.reduce(features)
         query = reduced.reshape(-1, positions, self.memory_dim)
         retrieved = self.memory(query)
-        neighbours = grid_neighbours(retrieved, self.grid).flatten(0, 1)
-        inpainted = self.transformer(query.flatten(0, 1), retrieved.flatten(0, 1), neighbours)
-        inpainted = inpainted.reshape(num, -1, height, width)
+        if self.transformer is None:
+            inpainted = retrieved.reshape(num, -1, height, width)
+        else:
+            neighbours = grid_neighbours(retrieved, self.grid).flatten(0, 1)
+            inpainted = self.transformer(query.flatten(0, 1), retrieved.flatten(0, 1), neighbours)
+            inpainted = inpainted.reshape(num, -1, height, width)
         code = self.position_code.repeat(num // positions, 1)[:, :, None, None].expand(-1, -1, height, width)
         out = self.expand(torch.cat([inpainted, code.to(inpainted.dtype)], dim=1))
         return self.shortcut(out, features), query

@@ -50,12 +50,16 @@ class SimSIDModel(InpaintingDetector):
         decoder_mask_ratio: Masked-shortcut ratio of the decoder memories.
         num_heads: Attention heads of the in-painting transformer.
         dropout: In-painting feed-forward dropout.
+        neighbour_attention: In-paint each patch from its 8 neighbours' memory read-outs with the transformer
+            layer (the authors' ``use_inpaint``: on for CheXpert and DigitAnatomy, off for ZhangLab, where each
+            patch is replaced by its own memory read-out).
         distillation: Use the teacher decoder and the distillation losses.
         backbone: Optional timm backbone replacing the basic encoder.
         pretrained: Load pretrained backbone weights.
         activation: ``"tanh"`` (images in ``[-1, 1]``, the authors' chest X-ray setting) or ``"sigmoid"``.
         discriminator_channels: Channels of the discriminator stages.
-        score_type: ``discriminator`` (paper), ``residual_image``, ``residual_feature`` or ``combined``.
+        score_type: ``discriminator`` (paper), ``residual_image``, ``residual_feature``, ``residual`` (both
+            residuals) or ``combined`` (all three).
         anomaly_map_type: ``image`` or ``feature`` residual map.
         map_sigma: Gaussian smoothing of the anomaly map, pixels.
         residual_pooling: Residual image scores: ``mean`` of the map or ``max`` of the smoothed map (ours).
@@ -82,6 +86,7 @@ class SimSIDModel(InpaintingDetector):
         decoder_mask_ratio: float = 1.0,
         num_heads: int = 8,
         dropout: float = 0.0,
+        neighbour_attention: bool = False,
         distillation: bool = True,
         backbone: str | None = None,
         pretrained: bool = False,
@@ -110,6 +115,7 @@ class SimSIDModel(InpaintingDetector):
             decoder_mask_ratio=decoder_mask_ratio,
             num_heads=num_heads,
             dropout=dropout,
+            neighbour_attention=neighbour_attention,
             distillation=distillation,
             backbone=backbone,
             pretrained=pretrained,

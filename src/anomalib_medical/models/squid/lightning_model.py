@@ -56,7 +56,8 @@ class Squid(AdversarialInpaintingMixin, AnomalibModule):
         distillation: Use the teacher decoder and the distillation losses.
         backbone: Optional timm backbone replacing the basic encoder.
         pretrained: Load pretrained backbone weights.
-        score_type: ``discriminator`` (paper), ``residual_image``, ``residual_feature`` or ``combined``.
+        score_type: ``discriminator`` (paper), ``residual_image``, ``residual_feature``, ``residual`` (both
+            residuals) or ``combined`` (all three).
         anomaly_map_type: ``image`` (smoothed squared residual) or ``feature`` (the feature residual).
         map_sigma: Gaussian smoothing of the squared image residual, pixels.
         residual_pooling: Residual image score: ``max`` of the smoothed map (ours) or ``mean`` of the map.

@@ -54,8 +54,8 @@ class SquidModel(InpaintingDetector):
         backbone: Optional timm backbone replacing the basic encoder.
         pretrained: Pretrained backbone weights.
         discriminator_channels: Channels of the discriminator stages.
-        score_type: Image score: ``discriminator`` (paper), ``residual_image``, ``residual_feature`` or
-            ``combined`` (see :meth:`InpaintingDetector.raw_scores`).
+        score_type: Image score: ``discriminator`` (paper), ``residual_image``, ``residual_feature``,
+            ``residual`` (both residuals) or ``combined`` (all three; see :meth:`InpaintingDetector.raw_scores`).
         anomaly_map_type: ``"image"``: smoothed squared residual of the reconstruction; ``"feature"``:
             the feature residual of ``feature_residual``.
         map_sigma: Gaussian smoothing of the squared image residual in pixels (``0`` disables it).
@@ -109,6 +109,7 @@ class SquidModel(InpaintingDetector):
             decoder_mask_ratio=mask_ratio,
             num_heads=num_heads,
             dropout=dropout,
+            neighbour_attention=True,
             distillation=distillation,
             backbone=backbone,
             pretrained=pretrained,
