@@ -12,23 +12,10 @@ from anomalib.models.components import AnomalibModule
 from PIL import Image
 
 from anomalib_medical.models import SimSID, Squid
+from tests.unit.test_squid import TINY as SQUID_TINY
 
 SIZE = 24
-TINY = {
-    "image_size": SIZE,
-    "grid": 3,
-    "levels": 2,
-    "base_channels": 4,
-    "skip_ops": ("concat", "none"),
-    "merge_levels": 1,
-    "memory_slots": 6,
-    "top_k": 2,
-    "decoder_memory": ("position", "none"),
-    "decoder_memory_slots": 5,
-    "num_heads": 2,
-    "score_type": "residual",
-    "visualizer": False,
-}
+TINY = SQUID_TINY | {"image_size": SIZE, "score_type": "residual", "visualizer": False}
 MODELS: dict[str, Callable[[], AnomalibModule]] = {
     "Squid": lambda: Squid(**TINY),
     "SimSID": lambda: SimSID(**TINY, discriminator_channels=(4, 8, 16)),

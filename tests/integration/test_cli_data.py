@@ -20,6 +20,26 @@ RECIPES = sorted((REPO_ROOT / "configs").glob("*.yaml"))
 PADIM_OFFLINE = ["--model", "Padim", "--model.pre_trained", "false", "--model.backbone", "resnet18"]
 
 
+def train_padim(data_arguments: list[object], tmp_path: Path) -> str:
+    """Run ``anomalib train --model Padim`` (offline, one epoch) with ``data_arguments``; return its stdout."""
+    process = run_command(
+        [
+            console_script("anomalib"),
+            "train",
+            *PADIM_OFFLINE,
+            *data_arguments,
+            "--trainer.max_epochs",
+            "1",
+            "--default_root_dir",
+            tmp_path / "results",
+        ],
+        cwd=tmp_path,
+    )
+    assert_succeeded(process)
+    assert list((tmp_path / "results").rglob("*.ckpt")), "no checkpoint written"
+    return process.stdout
+
+
 def metric(stdout: str, name: str) -> float:
     """Read a metric from the table anomalib prints after testing."""
     match = re.search(rf"{name}\s*[│|]\s*([0-9.]+)", stdout)
@@ -57,32 +77,11 @@ def test_recipe_is_parsed_by_the_cli_into_our_model_and_datamodule(recipe: Path)
 
 
 def test_stock_command_trains_a_built_in_model_on_digit_anatomy_with_pixel_metrics(tmp_path: Path) -> None:
-    process = run_command(
-        [
-            console_script("anomalib"),
-            "train",
-            *PADIM_OFFLINE,
-            "--data",
-            REPO_ROOT / "configs" / "data" / "digit_anatomy.yaml",
-            "--data.root",
-            tmp_path / "data",
-            "--data.cell_size",
-            "16",
-            "--data.samples_per_type",
-            "4",
-            "--data.train_size",
-            "32",
-            "--trainer.max_epochs",
-            "1",
-            "--default_root_dir",
-            tmp_path / "results",
-        ],
-        cwd=tmp_path,
-    )
-    assert_succeeded(process)
-    assert 0.0 <= metric(process.stdout, "image_AUROC") <= 1.0
-    assert 0.0 <= metric(process.stdout, "pixel_AUROC") <= 1.0
-    assert list((tmp_path / "results").rglob("*.ckpt")), "no checkpoint written"
+    config = REPO_ROOT / "configs" / "data" / "digit_anatomy.yaml"
+    sizes = ["--data.cell_size", "16", "--data.samples_per_type", "4", "--data.train_size", "32"]
+    stdout = train_padim(["--data", config, "--data.root", tmp_path / "data", *sizes], tmp_path)
+    assert 0.0 <= metric(stdout, "image_AUROC") <= 1.0
+    assert 0.0 <= metric(stdout, "pixel_AUROC") <= 1.0
 
 
 def test_stock_command_runs_fit_and_test_on_a_chest_xray_tree(tmp_path: Path) -> None:
@@ -95,34 +94,10 @@ def test_stock_command_runs_fit_and_test_on_a_chest_xray_tree(tmp_path: Path) ->
             for index in range(count):
                 value = 60 + 10 * index + (80 if class_name == "PNEUMONIA" else 0)
                 (folder / f"{class_name.lower()}-{index}.jpeg").write_bytes(jpeg_bytes(value, (24, 20)))
-    process = run_command(
-        [
-            console_script("anomalib"),
-            "train",
-            *PADIM_OFFLINE,
-            "--data",
-            "ChestXray",
-            "--data.root",
-            root,
-            "--data.expected_counts",
-            "null",
-            "--data.val_normal",
-            "2",
-            "--data.val_abnormal",
-            "2",
-            "--data.num_workers",
-            "0",
-            "--data.train_batch_size",
-            "4",
-            "--trainer.max_epochs",
-            "1",
-            "--default_root_dir",
-            tmp_path / "results",
-        ],
-        cwd=tmp_path,
-    )
-    assert_succeeded(process)
-    assert 0.0 <= metric(process.stdout, "image_AUROC") <= 1.0
+    settings = ["--data.expected_counts", "null", "--data.val_normal", "2", "--data.val_abnormal", "2"]
+    loading = ["--data.num_workers", "0", "--data.train_batch_size", "4"]
+    stdout = train_padim(["--data", "ChestXray", "--data.root", root, *settings, *loading], tmp_path)
+    assert 0.0 <= metric(stdout, "image_AUROC") <= 1.0
 
 
 def _chexpert_arguments(tmp_path: Path) -> list[object]:
@@ -156,34 +131,12 @@ def test_stock_command_trains_on_a_tiny_published_layout(
     name: str, arguments: Callable[[Path], list[object]], has_masks: bool, tmp_path: Path
 ) -> None:
     """``anomalib train --model Padim --data <CheXpert|VinDrCXR|RSNAPneumonia>`` on each provider's own file layout."""
-    process = run_command(
-        [
-            console_script("anomalib"),
-            "train",
-            *PADIM_OFFLINE,
-            "--data",
-            name,
-            *arguments(tmp_path),
-            "--data.image_size",
-            "32",
-            "--data.num_workers",
-            "0",
-            "--data.train_batch_size",
-            "3",
-            "--data.eval_batch_size",
-            "4",
-            "--trainer.max_epochs",
-            "1",
-            "--default_root_dir",
-            tmp_path / "results",
-        ],
-        cwd=tmp_path,
-    )
-    assert_succeeded(process)
-    assert 0.0 <= metric(process.stdout, "image_AUROC") <= 1.0
+    loading = ["--data.image_size", "32", "--data.num_workers", "0"]
+    batches = ["--data.train_batch_size", "3", "--data.eval_batch_size", "4"]
+    stdout = train_padim(["--data", name, *arguments(tmp_path), *loading, *batches], tmp_path)
+    assert 0.0 <= metric(stdout, "image_AUROC") <= 1.0
     if has_masks:  # box-derived masks give pixel metrics
-        assert 0.0 <= metric(process.stdout, "pixel_AUROC") <= 1.0
-    assert list((tmp_path / "results").rglob("*.ckpt")), "no checkpoint written"
+        assert 0.0 <= metric(stdout, "pixel_AUROC") <= 1.0
 
 
 @pytest.mark.parametrize("name", ["DigitAnatomy", "anomalib_medical.data.DigitAnatomy", "ChestXray"])
