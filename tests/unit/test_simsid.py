@@ -326,6 +326,7 @@ def test_short_training_beats_chance(tmp_path):
     model = SimSID(
         **TINY,
         activation="sigmoid",
+        neighbour_attention=True,  # the authors' DigitAnatomy setting
         score_type="residual_image",
         lr=1e-3,
         discriminator_lr=1e-3,
