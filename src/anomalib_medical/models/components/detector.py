@@ -170,31 +170,28 @@ class InpaintingDetector(nn.Module):
         """
         output = self.generator(image, teacher=False)
         zeros = image.new_zeros(image.shape[0])
-        image_map = feature_map = None
+        image_map = image_score = feature_map = feature_score = zeros
         if "residual_image" in components or self.anomaly_map_type == "image":
             image_map = self.image_residual_map(image, output)
+            image_score = self.pool(image_map)
+            image_map = self.blur(image_map)
         if "residual_feature" in components or self.anomaly_map_type == "feature":
-            if self.feature_residual == "memory":
+            if self.feature_residual == "memory":  # patch-level: pooled and shown as it is
                 feature_map = self.memory_distance_map(output)
+                feature_score = feature_map.amax(dim=(1, 2, 3))
             else:
                 feature_map = self.encoder_residual_map(output)
-        if "residual_feature" not in components:
-            feature_score = zeros
-        elif self.feature_residual == "memory":
-            feature_score = feature_map.amax(dim=(1, 2, 3))
-        else:
-            feature_score = self.pool(feature_map)
+                feature_score = self.pool(feature_map)
+                feature_map = self.blur(feature_map)
         scores = torch.stack(
             [
                 -self.discriminator(output.reconstruction) if "discriminator" in components else zeros,
-                self.pool(image_map) if "residual_image" in components else zeros,
-                feature_score,
+                image_score if "residual_image" in components else zeros,
+                feature_score if "residual_feature" in components else zeros,
             ],
             dim=1,
         )
-        if self.anomaly_map_type == "image":
-            return scores, self.blur(image_map)
-        return scores, feature_map if self.feature_residual == "memory" else self.blur(feature_map)
+        return scores, image_map if self.anomaly_map_type == "image" else feature_map
 
     @torch.no_grad()
     def set_score_statistics(self, raw_scores: torch.Tensor) -> None:
