@@ -17,9 +17,10 @@ of ``AnomalibModule`` (what ``anomalib.models.get_model`` looks for).
 from collections.abc import Sequence
 from typing import Any
 
+import openvino as ov
 import torch
 from anomalib import LearningType
-from anomalib.data import Batch
+from anomalib.data import AnomalibDataModule, Batch
 from anomalib.post_processing import PostProcessor
 from anomalib.pre_processing import PreProcessor
 from lightning.pytorch.utilities.types import STEP_OUTPUT
@@ -29,6 +30,7 @@ from torchvision.transforms.v2 import Resize
 from .detector import InpaintingDetector
 from .losses import DiscriminatorLoss, InpaintingGeneratorLoss
 from .memory import MemoryQueue
+from .quantisation import quantise_int8
 
 
 def as_size(size: int | Sequence[int]) -> tuple[int, int]:
@@ -107,6 +109,11 @@ class AdversarialInpaintingMixin:
             generator, T_max=self.scheduler_t_max, eta_min=self.lr * self.min_lr_ratio
         )
         return [generator, discriminator], [scheduler]
+
+    @staticmethod
+    def _post_training_quantization_ov(model: ov.Model, datamodule: AnomalibDataModule | None = None) -> ov.Model:
+        """INT8_PTQ export hook of anomalib: score-head smoothing kept in FP32 (see :mod:`.quantisation`)."""
+        return quantise_int8(model, datamodule)
 
     def _gather(self, tensor: torch.Tensor) -> torch.Tensor:
         """Concatenate ``tensor`` from all processes along dim 0 (identity on a single process)."""
