@@ -26,6 +26,7 @@ import numpy as np
 import torch
 import yaml
 from anomalib.engine import Engine
+from lightning.pytorch import seed_everything
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from anomalib_medical.models.components.detector import SCORE_COMPONENTS, SCORE_WEIGHTS
@@ -40,9 +41,16 @@ def instantiate(spec: dict[str, Any], **overrides: Any) -> Any:
     return getattr(importlib.import_module(module), name)(**(spec.get("init_args") or {}) | overrides)
 
 
-def load_recipe(path: Path, data_root: Path | None = None, **model_overrides: Any) -> tuple[Any, Any, dict]:
-    """Model (without visualizer), datamodule and trainer arguments of an anomalib CLI config file."""
+def load_recipe(
+    path: Path, data_root: Path | None = None, seed: int | None = None, **model_overrides: Any
+) -> tuple[Any, Any, dict]:
+    """Model (without visualizer), datamodule and trainer arguments of an anomalib CLI config file.
+
+    Everything is seeded before the model is built, as ``anomalib train`` does: with ``seed``, or else the
+    recipe's ``seed_everything``.
+    """
     config = yaml.safe_load(path.read_text())
+    seed_everything(config.get("seed_everything", 0) if seed is None else seed, verbose=False)
     model = instantiate(config["model"], visualizer=False, **model_overrides)
     data_overrides = {"root": data_root} if data_root else {}
     datamodule = instantiate(config["data"], **data_overrides)
@@ -119,17 +127,16 @@ def main() -> None:
     parser.add_argument("--max-epochs", type=int, default=None, help="override the recipe's epochs")
     parser.add_argument("--data-root", type=Path, default=None, help="override the datamodule's root")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=None, help="default: the recipe's seed_everything")
     parser.add_argument("--work-dir", type=Path, default=Path("results") / "benchmarks" / "squid_digit_anatomy")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
     overrides = {}
     if args.max_epochs:  # a shorter/longer run keeps the cosine schedule over the whole run
         overrides["scheduler_t_max"] = args.max_epochs
-    model, datamodule, trainer_args = load_recipe(args.config, args.data_root, **overrides)
+    model, datamodule, trainer_args = load_recipe(args.config, args.data_root, args.seed, **overrides)
     if args.max_epochs:
         trainer_args["max_epochs"] = args.max_epochs
         trainer_args["check_val_every_n_epoch"] = args.max_epochs
