@@ -1,5 +1,7 @@
 """Squid: torch model, losses, Lightning module, training/eval invariants and checkpoints."""
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -211,8 +213,12 @@ def test_training_updates_queue_and_statistics_only_in_training_step(tiny_digits
     model = Squid(**TINY, n_critic=2, visualizer=False)
     queue = model.model.generator.inpainting.memory
     initial_slots = queue.slots.clone()
-    engine = _engine(tmp_path)
-    engine.fit(model, datamodule=tiny_digits)
+    engine = _engine(tmp_path)  # logger=False, as in a quick CLI run
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        engine.fit(model, datamodule=tiny_digits)
+    assert {"generator_loss", "discriminator_loss"} <= set(engine.trainer.callback_metrics)
+    assert not [w for w in caught if "no logger configured" in str(w.message)]
     # 32 images in batches of 8; the generator (and the queue) steps at batches 0 and 2: 16 images
     assert int(queue.pointer) == 16 % queue.num_slots
     assert not torch.allclose(queue.slots, initial_slots)

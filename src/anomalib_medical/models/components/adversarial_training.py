@@ -145,7 +145,7 @@ class AdversarialInpaintingMixin:
                 memory.update(self._gather(output.memory_queries.detach()))
             logs |= {f"generator_{name}": value.detach() for name, value in terms.items()}
 
-        self.log_dict(logs, on_epoch=True, prog_bar=True, logger=True, batch_size=len(batch.image))
+        self.log_dict(logs, on_epoch=True, prog_bar=True, batch_size=len(batch.image))
         self._remember(self.model.reduce_channels(batch.image).detach())
         if batch_idx + 1 >= self.trainer.num_training_batches:
             self._update_score_statistics()
