@@ -34,7 +34,6 @@ TINY = {
     "num_heads": 2,
     "discriminator_channels": [4, 8, 16],
     "score_type": "combined",
-    "residual_pooling": "max",  # the CPU recipe's pooling: smoothing, then max (what INT8 once broke)
 }
 
 
