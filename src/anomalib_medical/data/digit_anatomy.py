@@ -846,6 +846,3 @@ class DigitAnatomy(AnomalibDataModule):
             num_workers=self.num_workers,
             collate_fn=self.external_collate_fn or self.train_data.collate_fn,
         )
-
-
-# --------------------------------------------------------------------------------------------- viewer

@@ -8,13 +8,8 @@ filter left in FP32). The filter costs little, so it stays in FP32; the generato
 and the discriminator are quantised as anomalib would.
 """
 
-from typing import TYPE_CHECKING
-
 import openvino as ov
 from anomalib.data import AnomalibDataModule
-
-if TYPE_CHECKING:
-    import nncf
 
 
 def single_channel_convolutions(model: ov.Model) -> list[str]:
@@ -27,13 +22,6 @@ def single_channel_convolutions(model: ov.Model) -> list[str]:
         if weight_shape.is_static and tuple(weight_shape.to_shape())[:2] == (1, 1):
             names.append(op.get_friendly_name())
     return names
-
-
-def score_head_ignored_scope(model: ov.Model) -> "nncf.IgnoredScope":
-    """NNCF ignored scope that keeps the score head's smoothing filters in FP32."""
-    import nncf
-
-    return nncf.IgnoredScope(names=single_channel_convolutions(model))
 
 
 def quantise_int8(model: ov.Model, datamodule: AnomalibDataModule | None) -> ov.Model:
@@ -52,4 +40,4 @@ def quantise_int8(model: ov.Model, datamodule: AnomalibDataModule | None) -> ov.
         raise ValueError(msg)
     datamodule.setup("fit")
     calibration = nncf.Dataset(datamodule.val_dataloader(), lambda batch: batch.image)
-    return nncf.quantize(model, calibration, ignored_scope=score_head_ignored_scope(model))
+    return nncf.quantize(model, calibration, ignored_scope=nncf.IgnoredScope(names=single_channel_convolutions(model)))
