@@ -8,6 +8,7 @@ import torch
 from anomalib import LearningType
 from anomalib.data import InferenceBatch
 from anomalib.engine import Engine
+from lightning.pytorch import Callback
 from sklearn.metrics import roc_auc_score
 
 from anomalib_medical.data import DigitAnatomy
@@ -249,6 +250,31 @@ def test_checkpoint_round_trip_gives_identical_scores(tiny_digits, tmp_path):
     torch.testing.assert_close(actual.pred_score, expected.pred_score)
     torch.testing.assert_close(actual.anomaly_map, expected.anomaly_map)
     torch.testing.assert_close(actual.pred_label, expected.pred_label)
+
+
+class _ConvFormatProbe(Callback):
+    """Records whether the model's 4-D convolution weights are channels-last at every training batch."""
+
+    def __init__(self) -> None:
+        self.channels_last: list[bool] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        weights = [p for p in pl_module.model.parameters() if p.dim() == 4]
+        self.channels_last.append(all(w.is_contiguous(memory_format=torch.channels_last) for w in weights))
+
+
+def test_cpu_fit_trains_channels_last_and_ends_contiguous(tiny_digits, tmp_path):
+    model = Squid(**TINY, visualizer=False)
+    probe = _ConvFormatProbe()
+    engine = _engine(tmp_path, callbacks=[probe])
+    engine.fit(model, datamodule=tiny_digits)
+    assert probe.channels_last
+    assert all(probe.channels_last)
+    weights = [p for p in model.model.parameters() if p.dim() == 4]
+    # back to the default format for checkpoints, tests and export (a 1x1 or single-input-channel weight is
+    # both, so the negative check looks at the others)
+    assert all(w.is_contiguous() for w in weights)
+    assert not any(w.is_contiguous(memory_format=torch.channels_last) for w in weights if min(w.shape[1:]) > 1)
 
 
 @pytest.mark.slow
