@@ -252,6 +252,46 @@ def test_checkpoint_round_trip_gives_identical_scores(tiny_digits, tmp_path):
     torch.testing.assert_close(actual.pred_label, expected.pred_label)
 
 
+def _spy_on_score_statistics(model: Squid) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Record every remembered training batch and the images the score statistics are computed on."""
+    remembered, scored = [], []
+    remember, update = model._remember, model._update_score_statistics
+
+    def remember_spy(images: torch.Tensor) -> None:
+        remembered.append(images.clone())
+        remember(images)
+
+    def update_spy() -> None:
+        raw_scores = model.model.raw_scores
+        model.model.raw_scores = lambda chunk, *args: (scored.append(chunk.clone()), raw_scores(chunk, *args))[1]
+        try:
+            update()
+        finally:
+            del model.model.raw_scores
+
+    model._remember, model._update_score_statistics = remember_spy, update_spy
+    return remembered, scored
+
+
+def test_score_statistics_skip_images_still_in_the_queue(tiny_digits, tmp_path):
+    """The memory distance of an image whose feature sits in the queue is ~0: such images must not set the stats."""
+    model = Squid(**TINY, n_critic=2, score_stats_images=10, visualizer=False)
+    remembered, scored = _spy_on_score_statistics(model)
+    _engine(tmp_path).fit(model, datamodule=tiny_digits)
+    queued = TINY["memory_slots"] * 2  # 6 slots, filled every second batch: the last 12 images may be queued
+    seen = torch.cat(remembered)
+    assert len(seen) == 32
+    torch.testing.assert_close(torch.cat(scored), seen[:-queued][-10:], rtol=0, atol=0)
+
+
+def test_score_statistics_warn_when_the_epoch_is_shorter_than_the_queue(tiny_digits, tmp_path):
+    model = Squid(**TINY | {"memory_slots": 40}, n_critic=1, score_stats_images=10, visualizer=False)
+    remembered, scored = _spy_on_score_statistics(model)
+    with pytest.warns(UserWarning, match="not longer than the memory queue"):
+        _engine(tmp_path).fit(model, datamodule=tiny_digits)
+    torch.testing.assert_close(torch.cat(scored), torch.cat(remembered)[-10:], rtol=0, atol=0)
+
+
 class _ConvFormatProbe(Callback):
     """Records whether the model's 4-D convolution weights are channels-last at every training batch."""
 

@@ -4,16 +4,20 @@ Manual optimisation with two optimisers (SQUID Sec. 3.5, SimSID Sec. 3.5; the au
 the discriminator is updated at every batch, the generator every ``n_critic`` batches; after a
 generator step a memory *queue* enqueues the batch's in-painting queries, gathered over all processes
 under DDP so that every rank holds the same queue (a memory *matrix* is a parameter: DDP averages its
-gradient like any other). At the last batch of every training epoch the raw scores of the most recent
-``score_stats_images`` training images are recomputed in eval mode and their mean/std stored in the
+gradient like any other). At the last batch of every training epoch the raw scores of
+``score_stats_images`` recent training images are recomputed in eval mode and their mean/std stored in the
 model's buffers (gathered over processes), so that test-time scores are standardised against normal
-images (the papers' anomaly score A).
+images (the papers' anomaly score A). With a queue, those images are taken from before the images whose
+features the queue still holds: an image's distance to a queue holding its own feature is about zero, so
+the memory-distance statistics would come out far too small and that component would swamp a sum of
+components.
 
 :class:`AdversarialInpaintingMixin` is mixed into an ``AnomalibModule`` subclass *before* it
 (``class Model(AdversarialInpaintingMixin, AnomalibModule)``), so the model stays a direct subclass
 of ``AnomalibModule`` (what ``anomalib.models.get_model`` looks for).
 """
 
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -151,17 +155,39 @@ class AdversarialInpaintingMixin:
             self._update_score_statistics()
         return logs
 
+    def _queued_images(self) -> int:
+        """How many of the most recent training images may still have their features in the memory queue."""
+        memory = self.model.generator.inpainting.memory
+        return memory.num_slots * self.n_critic if isinstance(memory, MemoryQueue) else 0
+
     def _remember(self, images: torch.Tensor) -> None:
-        """Keep the most recent ``score_stats_images`` training images (``[0, 1]``) for the score statistics."""
+        """Keep enough recent training images (``[0, 1]``) for the score statistics, queued ones included."""
         self._recent_images.append(images)
-        while sum(len(chunk) for chunk in self._recent_images[1:]) >= self.score_stats_images:
+        keep = self.score_stats_images + self._queued_images()
+        while sum(len(chunk) for chunk in self._recent_images[1:]) >= keep:
             self._recent_images.pop(0)
 
     @torch.no_grad()
     def _update_score_statistics(self) -> None:
-        """Recompute score mean/std on recent normal training images, in eval mode, on all processes."""
-        images = torch.cat(self._recent_images)[-self.score_stats_images :]
+        """Recompute score mean/std on recent normal training images, in eval mode, on all processes.
+
+        The images are the ``score_stats_images`` most recent ones whose features have left the memory
+        queue; an epoch too short for that falls back to queued images, with a warning.
+        """
+        images = torch.cat(self._recent_images)
         self._recent_images.clear()
+        queued = self._queued_images()
+        if queued and len(images) > queued:
+            images = images[:-queued]
+        elif queued:
+            warnings.warn(
+                f"An epoch of {len(images)} training images is not longer than the memory queue "
+                f"({queued} images): the score statistics are computed on images whose features the queue "
+                "holds, so the memory-distance component is under-estimated. Use more training images per "
+                "epoch or fewer memory slots.",
+                stacklevel=2,
+            )
+        images = images[-self.score_stats_images :]
         self.model.eval()
         raw = torch.cat([self.model.raw_scores(chunk)[0] for chunk in images.split(32)])
         self.model.train()
