@@ -111,7 +111,6 @@ def assert_int8_export_ranks_like_torch(model: AnomalibModule, engine: Engine, d
     """
     raw_model = copy.deepcopy(model).eval()
     raw_model.post_processor = None  # raw pred_score: no clipping by the normalisation
-    # one component, as the SimSID recipe scores: the unused ones once flattened INT8's calibration range
     raw_model.model.score_type = "residual_image"
     path = engine.export(
         raw_model,

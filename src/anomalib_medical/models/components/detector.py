@@ -35,7 +35,7 @@ FeatureResidual = Literal["encoder", "memory"]
 
 # Raw score components, in the order of the ``score_mean``/``score_std`` buffers.
 SCORE_COMPONENTS: tuple[str, ...] = ("discriminator", "residual_image", "residual_feature")
-# Standardised components (weight 1) that are summed into each score type.
+# Weights of the standardised components that make up each score type.
 SCORE_WEIGHTS: dict[str, tuple[float, float, float]] = {
     "discriminator": (1.0, 0.0, 0.0),
     "residual_image": (0.0, 1.0, 0.0),
@@ -208,11 +208,12 @@ class InpaintingDetector(nn.Module):
         image = self.reduce_channels(image)
         if self.training:
             return self.generator(image)
-        active = [index for index, weight in enumerate(SCORE_WEIGHTS[self.score_type]) if weight]
+        weights = SCORE_WEIGHTS[self.score_type]
+        active = [index for index, weight in enumerate(weights) if weight]
         raw, anomaly_map = self.raw_scores(image, [SCORE_COMPONENTS[index] for index in active])
         # Only the score type's components enter the graph: an unused component standardises to a constant
         # that can be huge (a near-constant discriminator has std ~1e-6), and INT8 calibration of a tensor
         # holding it rounds the used components to zero.
         standardised = (raw[:, active] - self.score_mean[active]) / self.score_std[active]
-        pred_score = standardised.sum(dim=1)
+        pred_score = standardised @ standardised.new_tensor([weights[index] for index in active])
         return InferenceBatch(pred_score=pred_score, anomaly_map=anomaly_map)
