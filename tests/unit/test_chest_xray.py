@@ -330,13 +330,16 @@ def test_downloaded_archive_with_wrong_checksum_is_discarded(tmp_path: Path, sma
     assert_clean(root)
 
 
-def test_archive_in_root_with_wrong_checksum_is_removed(tmp_path: Path, small_archive: Path) -> None:
+def test_archive_placed_by_hand_with_wrong_checksum_is_kept(tmp_path: Path, small_archive: Path) -> None:
     root = tmp_path / "data"
     root.mkdir()
     (root / ARCHIVE_NAME).write_bytes(small_archive.read_bytes())
-    with pytest.raises(ChecksumError, match="removed"):
-        small_datamodule(root, download=False, sha256="0" * 64).prepare_data()
-    assert not (root / ARCHIVE_NAME).exists()
+    actual = hashlib.sha256(small_archive.read_bytes()).hexdigest()
+    expected = rf"{ARCHIVE_NAME} is {actual}, expected {'0' * 64}; it was kept"
+    for download in (False, True):
+        with pytest.raises(ChecksumError, match=expected):
+            small_datamodule(root, download=download, sha256="0" * 64).prepare_data()
+        assert (root / ARCHIVE_NAME).read_bytes() == small_archive.read_bytes()  # a typo never deletes user data
     assert not (root / "chest_xray").exists()
 
 

@@ -1,11 +1,13 @@
-"""Checksummed download (real HTTP from 127.0.0.1 and file://) and safe, atomic archive extraction."""
+"""Checksummed download (real HTTP from 127.0.0.1 and file://), safe atomic archive extraction, preparation lock."""
 
 from __future__ import annotations
 
 import hashlib
 import http.server
 import io
+import logging
 import os
+import re
 import socket
 import stat
 import tarfile
@@ -19,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from anomalib_medical.data.utils import download
 from anomalib_medical.data.utils.download import (
     ArchiveError,
     ChecksumError,
@@ -26,7 +29,9 @@ from anomalib_medical.data.utils.download import (
     UnsafeArchiveError,
     download_file,
     extract_archive_atomically,
+    find_stale_downloads,
     find_stale_staging,
+    preparation_lock,
     safe_extract,
     sha256sum,
     staging_directory,
@@ -84,7 +89,7 @@ def test_http_download_writes_file_and_leaves_no_part(payload: Path, tmp_path: P
     assert result == dest
     assert dest.read_bytes() == payload.read_bytes()
     assert sha256sum(dest) == expected
-    assert not dest.with_name("data.zip.part").exists()
+    assert sorted(p.name for p in dest.parent.iterdir()) == ["data.zip"]  # no .part file left
 
 
 def test_file_url_download(payload: Path, tmp_path: Path) -> None:
@@ -105,8 +110,7 @@ def test_http_error_names_url(payload: Path, tmp_path: Path) -> None:
     with serve_directory(payload.parent) as base, pytest.raises(DownloadError, match="404") as info:
         download_file(f"{base}/missing.zip", tmp_path / "x.zip", progress=False)
     assert "missing.zip" in str(info.value)
-    assert not (tmp_path / "x.zip").exists()
-    assert not (tmp_path / "x.zip.part").exists()
+    assert list(tmp_path.iterdir()) == [payload.parent]
 
 
 def test_unreachable_host_fails_fast(tmp_path: Path) -> None:
@@ -158,20 +162,29 @@ def test_interrupted_transfer_leaves_nothing(tmp_path: Path) -> None:
         server.server_close()
         thread.join()
     assert dest.read_bytes() == b"previous complete file"
-    assert not dest.with_name("x.zip.part").exists()
+    assert list(tmp_path.iterdir()) == [dest]
 
 
-def test_verify_sha256_removes_or_keeps(tmp_path: Path) -> None:
+def test_verify_sha256_keeps_the_file_unless_asked_to_remove_it(tmp_path: Path) -> None:
     path = tmp_path / "f.bin"
     path.write_bytes(b"abc")
-    verify_sha256(path, hashlib.sha256(b"abc").hexdigest())
+    actual = hashlib.sha256(b"abc").hexdigest()
+    verify_sha256(path, actual)
     assert path.exists()
-    with pytest.raises(ChecksumError, match="kept"):
-        verify_sha256(path, "1" * 64, remove_on_mismatch=False)
+    with pytest.raises(ChecksumError, match=rf"f\.bin is {actual}, expected {'1' * 64}; it was kept"):
+        verify_sha256(path, "1" * 64)  # by default: a file placed by hand is never deleted
     assert path.exists()
     with pytest.raises(ChecksumError, match=r"f\.bin.*removed"):
-        verify_sha256(path, "1" * 64)
+        verify_sha256(path, "1" * 64, remove_on_mismatch=True)
     assert not path.exists()
+
+
+def test_stale_downloads_are_listed(tmp_path: Path) -> None:
+    dest = tmp_path / "data.zip"
+    (tmp_path / "data.zip.123-abcd1234.part").write_bytes(b"partial")
+    (tmp_path / "other.zip.1-00000000.part").write_bytes(b"partial")
+    assert find_stale_downloads(dest) == [tmp_path / "data.zip.123-abcd1234.part"]
+    assert find_stale_downloads(tmp_path / "absent" / "data.zip") == []
 
 
 def test_malformed_sha256_is_rejected(tmp_path: Path) -> None:
@@ -305,3 +318,114 @@ def test_staging_directory_is_removed_and_stale_ones_are_listed(tmp_path: Path) 
         (staging / "f").write_text("partial")
     assert not staging.exists()
     assert find_stale_staging(tmp_path, "tree") == []
+
+
+def _zeros_archive(path: Path, size: int) -> Path:
+    """A zip or tar.gz archive of one member of ``size`` zero bytes (it compresses about 1,000 times)."""
+    if path.suffix == ".zip":
+        with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as handle:
+            handle.writestr("zeros.bin", bytes(size))
+    else:
+        _tar(path, [tarfile.TarInfo("zeros.bin")], {"zeros.bin": bytes(size)})
+    return path
+
+
+@pytest.mark.parametrize("name", ["bomb.zip", "bomb.tar.gz"])
+def test_archive_expanding_beyond_the_bound_writes_nothing(tmp_path: Path, monkeypatch, name: str) -> None:
+    archive = _zeros_archive(tmp_path / name, 2_000_000)
+    assert archive.stat().st_size * 500 < 2_000_000
+    dest = tmp_path / "out"
+    expected = f"{re.escape(name)} would expand to 2,000,000 bytes .* more than the limit of 1,000,000 bytes"
+    with pytest.raises(ArchiveError, match=expected):
+        safe_extract(archive, dest, max_extracted_bytes=1_000_000, progress=False)
+    assert list(dest.iterdir()) == []
+    with pytest.raises(ArchiveError, match="more than the limit"):
+        extract_archive_atomically(archive, tmp_path / "tree", max_extracted_bytes=1_000_000, progress=False)
+    assert not (tmp_path / "tree").exists()
+    monkeypatch.setattr(download, "MIN_EXTRACTION_LIMIT", 0)  # leaves the default bound of 100 x the archive
+    with pytest.raises(ArchiveError, match=rf"limit of {100 * archive.stat().st_size:,} bytes"):
+        safe_extract(archive, dest, progress=False)
+    assert list(dest.iterdir()) == []
+    safe_extract(archive, dest, max_extracted_bytes=2_000_000, progress=False)
+    assert (dest / "zeros.bin").stat().st_size == 2_000_000
+
+
+def test_default_bound_allows_at_least_64_gib(tmp_path: Path) -> None:
+    archive = _zeros_archive(tmp_path / "small.zip", 2_000_000)  # 1,000 x, but far below 64 GiB
+    safe_extract(archive, tmp_path / "out", progress=False)
+    assert (tmp_path / "out" / "zeros.bin").stat().st_size == 2_000_000
+
+
+def _mark_encrypted(archive: Path, member: str) -> None:
+    """Set the "encrypted" flag of ``member`` in its local header and central directory entry."""
+    raw = bytearray(archive.read_bytes())
+    for signature, name_length_at, name_at, flags_at in ((b"PK\x03\x04", 26, 30, 6), (b"PK\x01\x02", 28, 46, 8)):
+        start = raw.find(signature)
+        while start != -1:
+            length = int.from_bytes(raw[start + name_length_at : start + name_length_at + 2], "little")
+            if raw[start + name_at : start + name_at + length] == member.encode():
+                raw[start + flags_at] |= 0x1
+            start = raw.find(signature, start + 4)
+    archive.write_bytes(bytes(raw))
+
+
+def test_encrypted_zip_member_is_named_and_nothing_is_written(tmp_path: Path) -> None:
+    archive = write_zip(tmp_path / "locked.zip", {"data/readme.txt": b"hello", "data/secret.bin": b"\x01" * 40})
+    _mark_encrypted(archive, "data/secret.bin")
+    assert [info.flag_bits & 1 for info in zipfile.ZipFile(archive).infolist()] == [0, 1]
+    dest = tmp_path / "out"
+    with pytest.raises(ArchiveError, match=r"'data/secret\.bin' of .*locked\.zip is encrypted"):
+        safe_extract(archive, dest, progress=False)
+    assert list(dest.iterdir()) == []
+
+
+def test_member_that_is_a_file_where_a_folder_is_needed_is_named(tmp_path: Path) -> None:
+    archive = write_zip(tmp_path / "clash.zip", {"data/a": b"file", "data/a/b.txt": b"inside", "data/c": b"ok"})
+    dest = tmp_path / "out"
+    with pytest.raises(ArchiveError, match=r"'data/a' of .*clash\.zip is a file, but member 'data/a/b\.txt' needs"):
+        safe_extract(archive, dest, progress=False)
+    assert list(dest.iterdir()) == []
+    members = [tarfile.TarInfo("d/x/y.txt"), tarfile.TarInfo("d/x")]  # the folder's member comes first
+    tar = _tar(tmp_path / "clash.tar.gz", members, {"d/x/y.txt": b"inside", "d/x": b"file"})
+    with pytest.raises(ArchiveError, match=r"'d/x' of .*clash\.tar\.gz is a file, but member 'd/x/y\.txt' needs"):
+        safe_extract(tar, dest, progress=False)
+    assert list(dest.iterdir()) == []
+
+
+def test_atomic_extraction_uses_a_tree_another_process_published_meanwhile(tmp_path: Path, caplog) -> None:
+    archive = write_zip(tmp_path / "a.zip", {"top/x.txt": b"mine"})
+    dest = tmp_path / "data" / "tree"
+
+    def published_by_another_process(folder: Path) -> None:
+        dest.mkdir(parents=True)
+        (dest / "x.txt").write_bytes(b"theirs")
+
+    with caplog.at_level(logging.INFO):
+        result = extract_archive_atomically(
+            archive, dest, locate=lambda s: s / "top", verify=published_by_another_process, progress=False
+        )
+    assert result == dest
+    assert (dest / "x.txt").read_bytes() == b"theirs"
+    assert list((tmp_path / "data").iterdir()) == [dest]  # our copy is discarded
+    assert "published by another process" in caplog.text
+
+
+def test_preparation_lock_lets_one_holder_in_at_a_time(tmp_path: Path, caplog) -> None:
+    target = tmp_path / "data" / "tree"
+    order: list[str] = []
+
+    def second() -> None:
+        with preparation_lock(target):
+            order.append("second")
+
+    with caplog.at_level(logging.INFO), preparation_lock(target) as lock:
+        assert lock == tmp_path / "data" / "tree.lock"
+        thread = threading.Thread(target=second)
+        thread.start()
+        deadline = time.monotonic() + 10
+        while "Waiting for another process" not in caplog.text and time.monotonic() < deadline:
+            time.sleep(0.01)
+        order.append("first")
+    thread.join(10)
+    assert order == ["first", "second"]
+    assert f"Waiting for another process to finish preparing {target}" in caplog.text

@@ -17,6 +17,7 @@ from PIL import Image
 from pydicom.uid import JPEG2000Lossless
 
 from anomalib_medical.data.utils.download import ChecksumError
+from anomalib_medical.data.utils.reader import read_grey_or_rgb
 from anomalib_medical.data.vindr_cxr import DDAD_SPLIT_SHA256, VinDrCXR
 from tests.unit.fake_chest_data import check_config, fit_and_test, write_dicom, write_vindr
 
@@ -276,10 +277,42 @@ def test_monochrome1_missing_window_and_compressed_dicoms_in_the_tree(root, spli
     datamodule = _datamodule(root, split_file, image_size=(32, 40))
     datamodule.setup()
     samples = pd.concat([datamodule.train_data.samples, datamodule.test_data.samples]).set_index("image_id")
-    cached = {key: np.asarray(Image.open(samples.image_path[key])).astype(int) for key in ("n0", "n1", "n2", "n5")}
+    cached = {key: read_grey_or_rgb(samples.image_path[key]) for key in ("n0", "n1", "n2", "n5")}
+    level = 1 / 65535  # the cache is 16-bit: nothing of the 12-bit DICOM is lost
     windowed = np.clip((pixels - 2047.5) / 2999 + 0.5, 0, 1)
-    np.testing.assert_allclose(cached["n0"], np.round(windowed * 255), atol=1)
+    np.testing.assert_allclose(cached["n0"], windowed, atol=level)
     np.testing.assert_array_equal(cached["n1"], cached["n0"])
-    np.testing.assert_allclose(cached["n2"], 255 - cached["n0"], atol=1)
-    expected = np.round((pixels - pixels.min()) / (pixels.max() - pixels.min()) * 255)
-    np.testing.assert_allclose(cached["n5"], expected, atol=1)
+    np.testing.assert_allclose(cached["n2"], 1 - cached["n0"], atol=1.5 * level)
+    expected = (pixels - pixels.min()) / (pixels.max() - pixels.min())
+    np.testing.assert_allclose(cached["n5"], expected, atol=level)
+
+
+@pytest.mark.parametrize("label_format", ["physionet", "competition"])
+def test_ids_of_digits_only_keep_their_leading_zeros(tmp_path, label_format):
+    root = write_vindr(
+        tmp_path / "vindr",
+        ["000123", "004560", "0789"],
+        {"001000": [(4, 2, 12, 10)]},
+        label_format,
+        ["00042"],
+        {"0099": [(10, 10, 20, 20)]},
+    )
+    labels = VinDrCXR(root).labels("train")
+    assert sorted(labels.normal) == ["000123", "001000", "004560", "0789"]
+    assert list(labels.boxes) == ["001000"]
+    if label_format == "physionet":
+        datamodule = _datamodule(root, split="physionet")
+        datamodule.setup()  # the files are found under their own names
+        assert _ids(datamodule.train_data) | _ids(datamodule.val_data) == {"000123", "004560", "0789", "001000"}
+        assert _ids(datamodule.test_data) == {"00042", "0099"}
+
+
+def test_box_entirely_outside_its_image_is_an_error(root, split_file):
+    path = root / "annotations" / "annotations_train.csv"
+    table = pd.read_csv(path)
+    row = table.index[table.image_id == "a0"][0]
+    table.loc[row, ["x_min", "y_min", "x_max", "y_max"]] = [50, 5, 60, 9]  # the image is 40 x 30
+    table.to_csv(path, index=False)
+    message = r"Box \(x_min=50, y_min=5, x_max=60, y_max=9\) of image 'a0' \(.*a0\.dicom\) lies entirely outside"
+    with pytest.raises(ValueError, match=message):
+        _datamodule(root, split_file).setup()

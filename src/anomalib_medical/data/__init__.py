@@ -8,8 +8,11 @@ from anomalib_medical.data.digit_anatomy import (
     DigitAnatomyGenerator,
     DigitAnatomyTrainDataset,
 )
+from anomalib_medical.data.radiograph_folder import RadiographFolder, RadiographFolderDataset
 from anomalib_medical.data.rsna_pneumonia import RSNAPneumonia
 from anomalib_medical.data.transforms import HistogramEqualisation
+from anomalib_medical.data.utils.dataset import FullDepthDataset, RadiographPredictDataset
+from anomalib_medical.data.utils.reader import read_image_tensor
 from anomalib_medical.data.vindr_cxr import VinDrCXR
 
 __all__: list[str] = [
@@ -20,7 +23,12 @@ __all__: list[str] = [
     "DigitAnatomyDataset",
     "DigitAnatomyGenerator",
     "DigitAnatomyTrainDataset",
+    "FullDepthDataset",
     "HistogramEqualisation",
     "RSNAPneumonia",
+    "RadiographFolder",
+    "RadiographFolderDataset",
+    "RadiographPredictDataset",
     "VinDrCXR",
+    "read_image_tensor",
 ]

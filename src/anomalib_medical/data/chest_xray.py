@@ -38,8 +38,8 @@ Split (as in SQUID, Xiang et al., CVPR 2023, and SimSID):
     model's pre-processor resizes them (the authors' loader resizes to 256 x 256 without keeping the aspect).
 
 No pixel annotations exist, so the task is classification (``gt_mask`` is ``None``, as with anomalib's ``Folder``
-without ``mask_dir``). Images are returned as 3-channel float tensors in [0, 1] (anomalib's ``read_image``
-converts grey to RGB by replication; see :mod:`anomalib_medical.data.transforms` for where models reduce them).
+without ``mask_dir``). Images are returned as 3-channel float tensors in [0, 1], read at their full depth (8 or 16
+bit) by :func:`~anomalib_medical.data.utils.reader.read_image_tensor`, grey levels replicated over the channels.
 
 Download and checks:
     :meth:`ChestXray.prepare_data` downloads ``ChestXRay2017.zip`` from Mendeley Data when ``root`` holds neither
@@ -47,9 +47,15 @@ Download and checks:
     one is given (``sha256`` argument; :data:`CHEST_XRAY_SHA256` is pinned once a release has verified a download,
     Mendeley publishes none); extracts safely into a hidden staging folder; checks the folders and image counts
     (``expected_counts``, default the official ones; ``None`` accepts a trimmed copy) and only then moves
-    ``chest_xray`` into place. A file with the wrong checksum is removed; a downloaded archive that fails to
-    extract or verify is removed too. Without network the download fails within ``timeout`` seconds and the
+    ``chest_xray`` into place. Downloaded data with the wrong checksum is discarded, and a downloaded archive that
+    fails to extract or verify is removed; an archive placed by hand is never deleted: a wrong checksum raises an
+    error naming the file and both digests. Without network the download fails within ``timeout`` seconds and the
     error says where to put the archive or the folder.
+
+    Several processes may call ``prepare_data`` on the same ``root`` at once (Lightning's default
+    ``prepare_data_per_node=True`` with ``root`` on shared storage): they take turns on the lock file
+    ``root/chest_xray.lock``; the first downloads and extracts, the others wait and then use its result. Partial
+    downloads and staging folders found while holding the lock were left by killed runs and are removed.
 
     At setup every image used is checked cheaply (``image_check="header"``: JPEG/PNG signature and end marker,
     which catches empty, non-image and truncated files); ``"decode"`` decodes every image instead (slow),
@@ -68,30 +74,32 @@ from __future__ import annotations
 
 import logging
 import random
+import shutil
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 from anomalib.data import AnomalibDataModule
-from anomalib.data.dataclasses import DatasetItem
-from anomalib.data.datasets.base.image import AnomalibDataset
 from anomalib.data.utils import Split, TestSplitMode, ValSplitMode
 from pandas import DataFrame
 from torchvision.transforms.v2 import Transform
 
+from anomalib_medical.data.utils.dataset import FullDepthDataset
 from anomalib_medical.data.utils.download import (
     DEFAULT_TIMEOUT,
     ArchiveError,
+    ChecksumError,
     DownloadError,
     download_file,
     extract_archive_atomically,
+    find_stale_downloads,
     find_stale_staging,
     normalise_sha256,
+    preparation_lock,
     verify_sha256,
 )
 from anomalib_medical.data.utils.images import (
     ImageCheck,
-    InvalidImageError,
     check_images,
     is_os_metadata,
     list_images,
@@ -314,7 +322,7 @@ def _missing_data_message(root: Path, reason: str) -> str:
     )
 
 
-class ChestXrayDataset(AnomalibDataset):
+class ChestXrayDataset(FullDepthDataset):
     """ZhangLab chest X-ray dataset with SQUID's split (see the module docstring).
 
     Args:
@@ -357,14 +365,6 @@ class ChestXrayDataset(AnomalibDataset):
         if split is not None:
             samples = samples[samples.split == Split(split).value].reset_index(drop=True)
         self.samples = samples
-
-    def __getitem__(self, index: int) -> DatasetItem:
-        """Load one sample; an image that cannot be decoded raises :class:`InvalidImageError` naming the file."""
-        try:
-            return super().__getitem__(index)
-        except (OSError, SyntaxError) as err:
-            path = self.samples.iloc[index].image_path
-            raise InvalidImageError(path, f"cannot be decoded ({err})") from err
 
     def subset(self, split: str | Split) -> ChestXrayDataset:
         """Return a copy holding only the samples of one split.
@@ -472,11 +472,15 @@ class ChestXray(AnomalibDataModule):
     def prepare_data(self) -> None:
         """Download, verify and extract the archive unless ``root`` already holds the extracted folder.
 
+        Safe to call from several processes at once: they take turns on ``root/chest_xray.lock``, and a process
+        that waited finds the folder the first one extracted.
+
         Raises:
             FileNotFoundError: If the data is absent and ``download`` is off, or the archive lacks the folders.
             DownloadError: If the download fails (the message says where to put the data by hand).
-            ChecksumError: If the archive's SHA-256 differs from ``sha256`` (the archive is removed).
-            ArchiveError: If the archive is corrupt or has unsafe members.
+            ChecksumError: If the archive's SHA-256 differs from ``sha256`` (a downloaded archive is discarded, one
+                placed by hand is kept).
+            ArchiveError: If the archive is corrupt, has unsafe or encrypted members, or expands too much.
             ValueError: If the extracted image counts differ from ``expected_counts``.
 
         """
@@ -489,14 +493,35 @@ class ChestXray(AnomalibDataModule):
                 + _missing_data_message(self.root, "incomplete folder")
             )
             raise FileNotFoundError(msg)
-        for stale in find_stale_staging(self.root, EXTRACTED_NAME):
-            logger.warning("Ignoring %s, left by an interrupted extraction; it can be deleted.", stale)
         archive = self.root / ARCHIVE_NAME
+        if not archive.is_file() and not self.download:
+            raise FileNotFoundError(_missing_data_message(self.root, "download=False and no archive"))
+        with preparation_lock(target):
+            if find_chest_xray_folder(self.root) is not None:
+                logger.info("ChestXray: %s was prepared by another process meanwhile; using it.", target)
+                return
+            for stale in [*find_stale_staging(self.root, EXTRACTED_NAME), *find_stale_downloads(archive)]:
+                logger.warning("Removing %s, left by an interrupted extraction or download.", stale)
+                if stale.is_dir():
+                    shutil.rmtree(stale)
+                else:
+                    stale.unlink()
+            self._download_and_extract(archive, target)
+
+    def _download_and_extract(self, archive: Path, target: Path) -> None:
+        """Fetch the archive unless it is in place (then check it), extract and publish it; under the lock."""
         downloaded = False
         if archive.is_file():
             if self.sha256 is not None:
-                verify_sha256(archive, self.sha256)
-        elif not self.download:
+                try:
+                    verify_sha256(archive, self.sha256)
+                except ChecksumError as err:
+                    msg = (
+                        f"{err} Replace {archive} with Kermany et al.'s {ARCHIVE_NAME}, or pass the right sha256 "
+                        "(None skips the check)."
+                    )
+                    raise ChecksumError(msg) from err
+        elif not self.download:  # the archive was there before the lock, but a failed run removed it since
             raise FileNotFoundError(_missing_data_message(self.root, "download=False and no archive"))
         else:
             logger.info("Downloading %s from %s to %s", ARCHIVE_NAME, self.url, archive)

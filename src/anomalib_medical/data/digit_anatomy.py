@@ -64,6 +64,8 @@ from torchvision.transforms.v2 import Transform
 from torchvision.transforms.v2.functional import to_dtype
 from torchvision.tv_tensors import Image, Mask
 
+from anomalib_medical.data.utils.dataset import FullDepthDataset
+
 __all__ = [
     "ANOMALY_TYPES",
     "DIGIT_SOURCES",
@@ -515,7 +517,7 @@ def write_eval_sets(
 # ------------------------------------------------------------------------------------------- datasets
 
 
-class DigitAnatomyDataset(AnomalibDataset):
+class DigitAnatomyDataset(FullDepthDataset):
     """Validation or test split of DigitAnatomy, read from a folder written by :func:`write_eval_sets`.
 
     The samples DataFrame has anomalib's columns (``image_path``, ``mask_path``, ``label``,

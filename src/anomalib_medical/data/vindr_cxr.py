@@ -61,9 +61,10 @@ from torchvision.transforms.v2 import Transform
 
 from anomalib_medical.data.utils.base import CachedRadiographDataModule, SelectedImage
 from anomalib_medical.data.utils.boxes import Box, boxes_by_image
-from anomalib_medical.data.utils.cache import DICOM_SUFFIXES, CacheEntry, Preprocessing
+from anomalib_medical.data.utils.cache import CacheEntry, Preprocessing
 from anomalib_medical.data.utils.dicom import IntensityFallback
 from anomalib_medical.data.utils.download import download_file, verify_sha256
+from anomalib_medical.data.utils.reader import DICOM_SUFFIXES
 from anomalib_medical.data.utils.splits import draw, read_label_csv
 
 logger = logging.getLogger(__name__)
@@ -84,6 +85,8 @@ BOX_COLUMNS = ("x_min", "y_min", "x_max", "y_max")
 COMPETITION_COLUMNS = ("image_id", "class_name", "class_id", "rad_id", *BOX_COLUMNS)
 PHYSIONET_LABEL_COLUMNS = ("image_id", NO_FINDING)
 PHYSIONET_BOX_COLUMNS = ("image_id", "class_name", *BOX_COLUMNS)
+ID_COLUMNS = ("image_id", "rad_id", "rad_ID")
+"""Columns read as text: VinDr-CXR image ids are hexadecimal and may consist of digits only (``00123``)."""
 
 
 @dataclass(frozen=True)
@@ -104,16 +107,14 @@ class VinDrLabels:
     @classmethod
     def competition(cls, path: Path) -> "VinDrLabels":
         """Read the competition's ``train.csv``."""
-        table = read_label_csv(path, COMPETITION_COLUMNS, "VinBigData competition train.csv")
-        table["image_id"] = table["image_id"].astype(str)
+        table = read_label_csv(path, COMPETITION_COLUMNS, "VinBigData competition train.csv", ID_COLUMNS)
         normal = (table["class_name"].astype(str).str.strip() == NO_FINDING).groupby(table["image_id"]).all()
         return cls(normal.to_dict(), boxes_by_image(table, "image_id", BOX_COLUMNS, path), path)
 
     @classmethod
     def physionet(cls, labels_path: Path, boxes_path: Path) -> "VinDrLabels":
         """Read PhysioNet's ``image_labels_<split>.csv`` and ``annotations_<split>.csv``."""
-        table = read_label_csv(labels_path, PHYSIONET_LABEL_COLUMNS, f"VinDr-CXR {labels_path.name}")
-        table["image_id"] = table["image_id"].astype(str)
+        table = read_label_csv(labels_path, PHYSIONET_LABEL_COLUMNS, f"VinDr-CXR {labels_path.name}", ID_COLUMNS)
         label_columns = [column for column in table.columns if column.lower() not in {"image_id", "rad_id"}]
         values = table[label_columns].apply(pd.to_numeric, errors="coerce")
         bad = values.isna() | ~values.isin([0, 1])
@@ -125,7 +126,7 @@ class VinDrLabels:
         others = [column for column in label_columns if column != NO_FINDING]
         row_normal = (values[NO_FINDING] == 1) & (values[others] == 0).all(axis=1)
         normal = row_normal.groupby(table["image_id"]).all()
-        annotations = read_label_csv(boxes_path, PHYSIONET_BOX_COLUMNS, f"VinDr-CXR {boxes_path.name}")
+        annotations = read_label_csv(boxes_path, PHYSIONET_BOX_COLUMNS, f"VinDr-CXR {boxes_path.name}", ID_COLUMNS)
         boxes = boxes_by_image(annotations, "image_id", BOX_COLUMNS, boxes_path)
         unknown = sorted(set(boxes) - set(normal.index))
         if unknown:

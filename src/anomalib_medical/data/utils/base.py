@@ -13,12 +13,12 @@ from pathlib import Path
 
 import numpy as np
 from anomalib.data import AnomalibDataModule
-from anomalib.data.datasets.base.image import AnomalibDataset
 from anomalib.data.utils import Split, TestSplitMode, ValSplitMode
 from pandas import DataFrame
 from torchvision.transforms.v2 import Transform
 
 from anomalib_medical.data.utils.cache import CachedFiles, CacheEntry, Preprocessing, RadiographCache
+from anomalib_medical.data.utils.dataset import FullDepthDataset
 from anomalib_medical.data.utils.images import make_samples_dataframe
 
 
@@ -40,7 +40,7 @@ class SelectedImage:
     listed_in: Path
 
 
-class CachedRadiographDataset(AnomalibDataset):
+class CachedRadiographDataset(FullDepthDataset):
     """An anomalib dataset over a samples table of cached images.
 
     Args:

@@ -63,25 +63,44 @@ def boxes_by_image(
     return boxes
 
 
-def boxes_to_mask(boxes: Iterable[Box], original_size: tuple[int, int], size: tuple[int, int]) -> np.ndarray:
+def boxes_to_mask(
+    boxes: Iterable[Box],
+    original_size: tuple[int, int],
+    size: tuple[int, int],
+    image: str = "the image",
+) -> np.ndarray:
     """Draw the union of ``boxes`` into a ``uint8`` mask (0 or 255) of the resized image.
 
     Box coordinates are scaled by the same factors as the image (``size / original_size`` per axis);
-    every pixel that the scaled box touches is set, and boxes are clipped to the image.
+    every pixel that the scaled box touches is set, and boxes partly outside the image are clipped to it. A box
+    entirely outside the image is an error: it would silently give an empty mask, and it means the coordinates
+    do not belong to this image (wrong id, or another resolution).
 
     Args:
         boxes: Boxes in original pixel coordinates.
         original_size: ``(height, width)`` of the image the boxes refer to.
         size: ``(height, width)`` of the mask.
+        image: How to name the image in errors (e.g. its id and file).
 
     Returns:
         ``(height, width)`` ``uint8`` mask.
 
+    Raises:
+        ValueError: For a box entirely outside the original image, naming ``image`` and the box.
+
     """
     height, width = size
-    scale_y, scale_x = height / original_size[0], width / original_size[1]
+    original_height, original_width = original_size
+    scale_y, scale_x = height / original_height, width / original_width
     mask = np.zeros((height, width), dtype=np.uint8)
     for x_min, y_min, x_max, y_max in boxes:
+        if x_min >= original_width or y_min >= original_height or x_max <= 0 or y_max <= 0:
+            msg = (
+                f"Box (x_min={x_min:g}, y_min={y_min:g}, x_max={x_max:g}, y_max={y_max:g}) of {image} lies entirely "
+                f"outside its {original_width} x {original_height} pixels (width x height); check the box's "
+                "coordinates in the label file."
+            )
+            raise ValueError(msg)
         left = min(max(math.floor(x_min * scale_x), 0), width)
         right = min(max(math.ceil(x_max * scale_x), 0), width)
         top = min(max(math.floor(y_min * scale_y), 0), height)

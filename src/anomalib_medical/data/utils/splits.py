@@ -7,13 +7,20 @@ import numpy as np
 import pandas as pd
 
 
-def read_label_csv(path: str | Path, required: Iterable[str], description: str) -> pd.DataFrame:
+def read_label_csv(
+    path: str | Path,
+    required: Iterable[str],
+    description: str,
+    text_columns: Iterable[str] = (),
+) -> pd.DataFrame:
     """Read a provider's CSV file and check that it has the expected columns.
 
     Args:
         path: CSV file.
         required: Columns the file must have (others are allowed).
         description: What the file is, for error messages (e.g. ``"CheXpert train.csv"``).
+        text_columns: Columns read as text, never as numbers: ids made of digits keep their leading zeros
+            (``00123`` stays ``00123``).
 
     Returns:
         The table, with column names stripped of surrounding spaces.
@@ -28,7 +35,7 @@ def read_label_csv(path: str | Path, required: Iterable[str], description: str) 
         msg = f"{description} not found: {path} does not exist."
         raise FileNotFoundError(msg)
     try:
-        table = pd.read_csv(path, low_memory=False)
+        table = pd.read_csv(path, low_memory=False, dtype=dict.fromkeys(text_columns, str))
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
         msg = f"{path}: cannot read {description} as CSV ({error})."
         raise ValueError(msg) from error

@@ -24,11 +24,12 @@ from anomalib_medical.models.components.conv_blocks import SkipOp
 from anomalib_medical.models.components.detector import AnomalyMapType, FeatureResidual, ResidualPooling, ScoreType
 from anomalib_medical.models.components.generator import MemoryType, OutputActivation
 from anomalib_medical.models.components.memory import DecoderMemoryMode
+from anomalib_medical.visualization import RadiographVisualizerDefault
 
 from .torch_model import SimSIDModel
 
 
-class SimSID(AdversarialInpaintingMixin, AnomalibModule):
+class SimSID(AdversarialInpaintingMixin, RadiographVisualizerDefault, AnomalibModule):
     """SimSID as an anomalib model. Defaults are the authors' ZhangLab (chest X-ray) settings.
 
     SimSID is SQUID with a learned space-aware memory matrix instead of the memory queue (Sec. 3.2),

@@ -22,11 +22,12 @@ from anomalib_medical.models.components.adversarial_training import AdversarialI
 from anomalib_medical.models.components.conv_blocks import SkipOp
 from anomalib_medical.models.components.detector import AnomalyMapType, FeatureResidual, ResidualPooling, ScoreType
 from anomalib_medical.models.components.memory import DecoderMemoryMode
+from anomalib_medical.visualization import RadiographVisualizerDefault
 
 from .torch_model import SquidModel
 
 
-class Squid(AdversarialInpaintingMixin, AnomalibModule):
+class Squid(AdversarialInpaintingMixin, RadiographVisualizerDefault, AnomalibModule):
     """SQUID as an anomalib model. Defaults are the authors' ZhangLab (chest X-ray) settings.
 
     Training uses manual optimisation with two optimisers: the discriminator is updated at every

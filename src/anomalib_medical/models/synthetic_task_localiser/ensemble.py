@@ -22,6 +22,8 @@ from anomalib.visualization import Visualizer
 from lightning.pytorch.utilities.types import STEP_OUTPUT
 from torch import nn
 
+from anomalib_medical.visualization import RadiographVisualizerDefault
+
 from .lightning_model import SyntheticTaskLocaliser
 from .torch_model import ScoreAggregation, SyntheticTaskLocaliserModel
 
@@ -69,7 +71,7 @@ class SyntheticTaskLocaliserEnsembleModel(nn.Module):
         return InferenceBatch(pred_score=score, anomaly_map=anomaly_map)
 
 
-class SyntheticTaskLocaliserEnsemble(AnomalibModule):
+class SyntheticTaskLocaliserEnsemble(RadiographVisualizerDefault, AnomalibModule):
     """Ensemble of trained synthetic-task localisers (mean of their maps); assembled, never trained.
 
     Build it with :meth:`from_checkpoints`; its own checkpoint (saved after ``Engine.validate``, which computes

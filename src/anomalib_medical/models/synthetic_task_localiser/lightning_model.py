@@ -41,6 +41,8 @@ from torchmetrics import MeanSquaredError
 from torchmetrics.classification import BinaryAveragePrecision
 from torchvision.transforms.v2 import Compose, Resize
 
+from anomalib_medical.visualization import RadiographVisualizerDefault
+
 from .tasks import TASK_NAMES, SyntheticAnomalyGenerator, build_task
 from .torch_model import ScoreAggregation, SyntheticTaskLocaliserModel
 
@@ -59,7 +61,7 @@ def warmup_exponential_decay(step: int, warmup_steps: int, decay_rate: float, mi
     return max(decay_rate ** (step - warmup_steps), min_factor)
 
 
-class SyntheticTaskLocaliser(AnomalibModule):
+class SyntheticTaskLocaliser(RadiographVisualizerDefault, AnomalibModule):
     """Localise anomalies by regressing labels of synthetic anomalies, validated on held-out synthetic tasks.
 
     Args:

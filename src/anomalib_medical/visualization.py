@@ -1,0 +1,83 @@
+"""anomalib's image visualiser, showing radiographs as the model read them (DICOM, 16-bit) instead of re-reading them.
+
+anomalib's :class:`~anomalib.visualization.ImageVisualizer` re-opens every input file with Pillow as 8-bit RGB to
+draw it: a DICOM cannot be opened at all (``anomalib predict`` on DICOMs crashes in the visualiser) and a 16-bit
+PNG is drawn saturated. :class:`RadiographVisualizer` draws the file read by
+:func:`~anomalib_medical.data.utils.reader.read_image_tensor` (full resolution, full depth, DICOM display
+pipeline) and is otherwise anomalib's: same fields, overlays, sizes and output file names (a DICOM input
+``scan.dcm`` gives ``scan.dcm.png``). It is the default visualiser of this package's models.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from anomalib.utils.path import generate_output_filename
+from anomalib.visualization import ImageVisualizer
+from anomalib.visualization.image.item_visualizer import visualize_image_item
+
+from anomalib_medical.data.utils.reader import DICOM_SUFFIXES, read_image_tensor
+
+if TYPE_CHECKING:
+    from anomalib.data import ImageBatch, ImageItem
+    from anomalib.models import AnomalibModule
+    from lightning.pytorch import Trainer
+
+
+class RadiographVisualizer(ImageVisualizer):
+    """Draw predictions over the input read at full depth (see the module docstring); anomalib's arguments."""
+
+    def on_test_batch_end(
+        self,
+        trainer: Trainer,
+        pl_module: AnomalibModule,
+        outputs: ImageBatch,
+        batch: ImageBatch,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        """Save one picture per item of the batch under ``<default_root_dir>/images``, named as anomalib does."""
+        del pl_module, outputs, batch_idx, dataloader_idx
+        if self.output_dir is None:
+            self.output_dir = Path(trainer.default_root_dir) / "images"
+        datamodule = getattr(trainer, "datamodule", None)
+        for item in batch:
+            picture = visualize_image_item(
+                _displayed(item),
+                fields=self.fields,
+                overlay_fields=self.overlay_fields,
+                field_size=self.field_size,
+                fields_config=self.fields_config,
+                overlay_fields_config=self.overlay_fields_config,
+                text_config=self.text_config,
+            )
+            if picture is not None:
+                filename = generate_output_filename(
+                    input_path=item.image_path or "",
+                    output_path=self.output_dir,
+                    dataset_name=getattr(datamodule, "name", None),
+                    category=getattr(datamodule, "category", None),
+                )
+                if filename.suffix.lower() in DICOM_SUFFIXES:  # Pillow cannot write DICOM: scan.dcm -> scan.dcm.png
+                    filename = filename.with_name(f"{filename.name}.png")
+                picture.save(filename)
+
+
+def _displayed(item: ImageItem) -> ImageItem:
+    """Copy ``item`` with its file read at full depth as the image (the batch image when there is no file)."""
+    shown = copy.copy(item)
+    if item.image_path and Path(item.image_path).is_file():
+        shown.image = read_image_tensor(item.image_path)
+    shown.image_path = None
+    return shown
+
+
+class RadiographVisualizerDefault:
+    """Mixin for an ``AnomalibModule``: ``visualizer=True`` gives a :class:`RadiographVisualizer`."""
+
+    @classmethod
+    def configure_visualizer(cls) -> RadiographVisualizer:
+        """Return the default visualiser: anomalib's, drawing inputs read at full depth."""
+        return RadiographVisualizer()
