@@ -191,6 +191,26 @@ def test_ensemble_averages_its_members_and_loads_from_checkpoints(tmp_path: Path
         SyntheticTaskLocaliserEnsemble.from_checkpoints([paths[0], other])
 
 
+def test_ensemble_fit_only_validates_and_train_tests_it(tmp_path: Path) -> None:
+    """anomalib's zero-shot contract: ``fit`` sets the thresholds without a training step, ``train`` also tests."""
+    torch.manual_seed(0)
+    member = SyntheticTaskLocaliser(**TINY, image_size=(24, 24))
+    ensemble = SyntheticTaskLocaliserEnsemble.from_checkpoints(
+        [save_checkpoint(member, tmp_path / "fold.ckpt")], visualizer=False
+    )
+    before = {name: value.clone() for name, value in ensemble.model.state_dict().items()}
+    datamodule = DigitAnatomy(
+        root=tmp_path / "digits", cell_size=8, samples_per_type=2, train_size=8, train_batch_size=4, eval_batch_size=8
+    )
+    engine = Engine(logger=False, default_root_dir=tmp_path / "results", enable_progress_bar=False, max_epochs=1)
+    metrics = engine.train(ensemble, datamodule=datamodule)[0]
+    assert engine.trainer.global_step == 0
+    for name, value in ensemble.model.state_dict().items():
+        torch.testing.assert_close(value, before[name], msg=name)
+    assert torch.isfinite(ensemble.post_processor.image_threshold)
+    assert {"image_AUROC", "pixel_AUROC"} <= set(metrics)
+
+
 class _SyntheticAPHistory(Callback):
     """Record the synthetic validation pixel AP after every epoch (logged by the module at validation end)."""
 

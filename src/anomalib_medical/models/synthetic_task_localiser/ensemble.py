@@ -75,7 +75,8 @@ class SyntheticTaskLocaliserEnsemble(RadiographVisualizerDefault, AnomalibModule
     """Ensemble of trained synthetic-task localisers (mean of their maps); assembled, never trained.
 
     Build it with :meth:`from_checkpoints`; its own checkpoint (saved after ``Engine.validate``, which computes
-    the thresholds) reloads with ``load_from_checkpoint`` or ``anomalib test/export --ckpt_path``.
+    the thresholds) reloads with ``load_from_checkpoint`` or ``anomalib test/export --ckpt_path``. Its learning
+    type is zero-shot, so ``Engine.fit`` / ``anomalib train`` only validate it (see :attr:`learning_type`).
 
     Args:
         num_members: Number of fold models.
@@ -134,6 +135,10 @@ class SyntheticTaskLocaliserEnsemble(RadiographVisualizerDefault, AnomalibModule
         """Use the members' default pre-processor (:meth:`SyntheticTaskLocaliser.configure_pre_processor`)."""
         return SyntheticTaskLocaliser.configure_pre_processor(image_size)
 
+    def configure_post_processor(self) -> PostProcessor:
+        """Use the one-class post-processor of the members (F1-adaptive thresholds from validation)."""
+        return PostProcessor()
+
     @staticmethod
     def configure_evaluator() -> Evaluator:
         """Use the members' default evaluator (:meth:`SyntheticTaskLocaliser.configure_evaluator`)."""
@@ -169,5 +174,10 @@ class SyntheticTaskLocaliserEnsemble(RadiographVisualizerDefault, AnomalibModule
 
     @property
     def learning_type(self) -> LearningType:
-        """One-class, like its members."""
-        return LearningType.ONE_CLASS
+        """Zero-shot in anomalib's sense: it is assembled from trained members, never trained itself.
+
+        anomalib's ``Engine.fit`` / ``train`` (and ``anomalib train --model SyntheticTaskLocaliserEnsemble``)
+        then only validate, which sets the thresholds and normalisation, as for ``WinClip``. Train the members
+        with the cross-validation command, which assembles the ensemble.
+        """
+        return LearningType.ZERO_SHOT
