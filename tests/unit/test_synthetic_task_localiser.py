@@ -333,7 +333,14 @@ def test_cross_validation_command_trains_the_folds_and_their_ensemble(tmp_path: 
         assert fold[SYNTHETIC_PIXEL_AP] is not None
         assert 0 <= fold["test"]["pixel_AUROC"] <= 1
     assert report["ensemble"]["members"] == 2
-    assert set(report["ensemble"]["test"]) == {"image_AUROC", "image_AUPR", "pixel_AUROC", "pixel_AUPR"}
+    assert set(report["ensemble"]["test"]) == {
+        "image_AUROC",
+        "image_AUPR",
+        "pixel_AUROC",
+        "pixel_AUPR",
+        "pixel_AveragePrecision",
+        "pixel_ChunkedAveragePrecision",
+    }
     reloaded = SyntheticTaskLocaliserEnsemble.load_from_checkpoint(report["ensemble"]["checkpoint"], num_members=2)
     assert len(reloaded.model.members) == 2
     assert torch.isfinite(reloaded.post_processor.image_threshold)

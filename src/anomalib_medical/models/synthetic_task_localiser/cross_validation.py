@@ -41,7 +41,14 @@ from .tasks import TASK_NAMES, num_folds, task_split
 
 logger = logging.getLogger(__name__)
 
-REPORTED_METRICS = ("image_AUROC", "image_AUPR", "pixel_AUROC", "pixel_AUPR")
+REPORTED_METRICS = (
+    "image_AUROC",
+    "image_AUPR",
+    "pixel_AUROC",
+    "pixel_AUPR",
+    "pixel_AveragePrecision",
+    "pixel_ChunkedAveragePrecision",
+)
 
 
 def hold_out_data_fold(datamodule: AnomalibDataModule, held_out_parts: Sequence[int], seed: int = 0) -> bool:

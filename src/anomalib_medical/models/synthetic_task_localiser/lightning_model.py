@@ -41,6 +41,7 @@ from torchmetrics import MeanSquaredError
 from torchmetrics.classification import BinaryAveragePrecision
 from torchvision.transforms.v2 import Compose, Resize
 
+from anomalib_medical.metrics import AveragePrecision, ChunkedAveragePrecision
 from anomalib_medical.visualization import RadiographVisualizerDefault
 
 from .tasks import TASK_NAMES, SyntheticAnomalyGenerator, build_task
@@ -185,13 +186,20 @@ class SyntheticTaskLocaliser(RadiographVisualizerDefault, AnomalibModule):
 
     @staticmethod
     def configure_evaluator() -> Evaluator:
-        """Image- and pixel-level AUROC, AUPR (average precision) and F1 on the test split."""
+        """Image- and pixel-level AUROC, AUPR, F1 and the paper's average precision on the test split.
+
+        ``image_/pixel_AveragePrecision`` (whole set) and ``pixel_ChunkedAveragePrecision`` (chunks of 20 images,
+        10 orderings) are Baugh et al.'s metrics (:mod:`anomalib_medical.metrics`).
+        """
         metrics = [
             AUROC(fields=["pred_score", "gt_label"], prefix="image_"),
             AUPR(fields=["pred_score", "gt_label"], prefix="image_"),
+            AveragePrecision(fields=["pred_score", "gt_label"], prefix="image_"),
             F1Score(fields=["pred_label", "gt_label"], prefix="image_"),
             AUROC(fields=["anomaly_map", "gt_mask"], prefix="pixel_", strict=False),
             AUPR(fields=["anomaly_map", "gt_mask"], prefix="pixel_", strict=False),
+            AveragePrecision(fields=["anomaly_map", "gt_mask"], prefix="pixel_", strict=False),
+            ChunkedAveragePrecision(fields=["anomaly_map", "gt_mask"], prefix="pixel_", strict=False),
             F1Score(fields=["pred_mask", "gt_mask"], prefix="pixel_", strict=False),
         ]
         return Evaluator(test_metrics=metrics)
