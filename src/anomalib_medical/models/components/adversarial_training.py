@@ -10,7 +10,10 @@ model's buffers (gathered over processes), so that test-time scores are standard
 images (the papers' anomaly score A). With a queue, those images are taken from before the images whose
 features the queue still holds: an image's distance to a queue holding its own feature is about zero, so
 the memory-distance statistics would come out far too small and that component would swamp a sum of
-components.
+components. Training that stops before the end of an epoch (``max_steps``, ``max_time``, a callback's stop)
+gets its statistics from the images seen so far, before the validation that follows (its thresholds must see
+standardised scores) and at the latest at the end of the epoch (before the epoch's checkpoint), with a warning
+when they are fewer than ``score_stats_images``. A fit that ends with the statistics never computed warns.
 
 :class:`AdversarialInpaintingMixin` is mixed into an ``AnomalibModule`` subclass *before* it
 (``class Model(AdversarialInpaintingMixin, AnomalibModule)``), so the model stays a direct subclass
@@ -32,9 +35,11 @@ from torch import optim
 from torchvision.transforms.v2 import Resize
 
 from .detector import InpaintingDetector
+from .lightning_checks import CheckedModuleMixin
 from .losses import DiscriminatorLoss, InpaintingGeneratorLoss
 from .memory import MemoryQueue
 from .quantisation import quantise_int8
+from .validation import check_number
 
 
 def as_size(size: int | Sequence[int]) -> tuple[int, int]:
@@ -45,11 +50,12 @@ def as_size(size: int | Sequence[int]) -> tuple[int, int]:
     return int(height), int(width)
 
 
-class AdversarialInpaintingMixin:
+class AdversarialInpaintingMixin(CheckedModuleMixin):
     """Optimisers, GAN training step, score statistics and anomalib contract of Squid and SimSID.
 
     The host class sets ``self.model`` (an :class:`InpaintingDetector`) and calls
-    :meth:`configure_adversarial_training` in its ``__init__``.
+    :meth:`configure_adversarial_training` in its ``__init__``. Checkpoint and score checks come from
+    :class:`~.lightning_checks.CheckedModuleMixin`.
     """
 
     model: InpaintingDetector
@@ -69,7 +75,27 @@ class AdversarialInpaintingMixin:
         min_lr_ratio: float,
         score_stats_images: int,
     ) -> None:
-        """Set the losses and optimisation hyper-parameters (arguments documented by the host model)."""
+        """Set the losses and optimisation hyper-parameters (arguments documented by the host model).
+
+        Raises:
+            ValueError: If an argument is out of its range (weights >= 0, learning rates > 0, ...).
+
+        """
+        for name, value in {
+            "reconstruction_weight": reconstruction_weight,
+            "teacher_weight": teacher_weight,
+            "distillation_weight": distillation_weight,
+            "adversarial_weight": adversarial_weight,
+            "discriminator_weight": discriminator_weight,
+            "weight_decay": weight_decay,
+        }.items():
+            check_number(name, value, 0)
+        check_number("lr", lr, 0, low_open=True)
+        check_number("discriminator_lr", discriminator_lr, 0, low_open=True)
+        check_number("n_critic", n_critic, 1, integer=True)
+        check_number("scheduler_t_max", scheduler_t_max, 1, integer=True)
+        check_number("min_lr_ratio", min_lr_ratio, 0, 1)
+        check_number("score_stats_images", score_stats_images, 2, integer=True)  # a standard deviation needs 2
         self.generator_loss = InpaintingGeneratorLoss(
             reconstruction_weight, teacher_weight, distillation_weight, adversarial_weight
         )
@@ -83,6 +109,7 @@ class AdversarialInpaintingMixin:
         self.score_stats_images = score_stats_images
         self.automatic_optimization = False
         self._recent_images: list[torch.Tensor] = []
+        self._statistics_stale = False  # trained on images the score statistics have not seen
 
     @classmethod
     def configure_pre_processor(cls, image_size: tuple[int, int] | None = None) -> PreProcessor:
@@ -163,34 +190,48 @@ class AdversarialInpaintingMixin:
     def _remember(self, images: torch.Tensor) -> None:
         """Keep enough recent training images (``[0, 1]``) for the score statistics, queued ones included."""
         self._recent_images.append(images)
+        self._statistics_stale = True
         keep = self.score_stats_images + self._queued_images()
         while sum(len(chunk) for chunk in self._recent_images[1:]) >= keep:
             self._recent_images.pop(0)
 
     @torch.no_grad()
-    def _update_score_statistics(self) -> None:
+    def _update_score_statistics(self, context: str = "") -> None:
         """Recompute score mean/std on recent normal training images, in eval mode, on all processes.
 
         The images are the ``score_stats_images`` most recent ones whose features have left the memory
-        queue; an epoch too short for that falls back to queued images, with a warning.
+        queue; too few images seen fall back to queued images, and fewer than ``score_stats_images`` warn.
+
+        Args:
+            context: Why they are computed now, when not at the last batch of an epoch (starts a warning).
+
         """
         images = torch.cat(self._recent_images)
-        self._recent_images.clear()
+        self._statistics_stale = False
         queued = self._queued_images()
+        problems = []
         if queued and len(images) > queued:
             images = images[:-queued]
         elif queued:
-            warnings.warn(
-                f"An epoch of {len(images)} training images is not longer than the memory queue "
-                f"({queued} images): the score statistics are computed on images whose features the queue "
-                "holds, so the memory-distance component is under-estimated. Use more training images per "
-                "epoch or fewer memory slots.",
-                stacklevel=2,
+            problems.append(
+                f"the {len(images)} training images seen are not longer than the memory queue ({queued} images): "
+                "the score statistics are computed on images whose features the queue holds, so the "
+                "memory-distance component is under-estimated. Use more training images per epoch or fewer "
+                "memory slots."
             )
         images = images[-self.score_stats_images :]
+        if len(images) < self.score_stats_images:
+            problems.append(
+                f"the score statistics are computed on {len(images)} training images, fewer than "
+                f"score_stats_images={self.score_stats_images}."
+            )
+        if problems:
+            message = " Also, ".join(problems)
+            warnings.warn(f"{context}: {message}" if context else message[0].upper() + message[1:], stacklevel=2)
+        training = self.model.training
         self.model.eval()
         raw = torch.cat([self.model.raw_scores(chunk)[0] for chunk in images.split(32)])
-        self.model.train()
+        self.model.train(training)
         self.model.set_score_statistics(self._gather(raw))
 
     def setup(self, stage: str) -> None:
@@ -198,25 +239,60 @@ class AdversarialInpaintingMixin:
 
         Measured on the Squid CPU recipe with 2 threads: training took 242 s instead of 392 s. Only strides
         change, not values; it is done here, before a DDP wrapper is built around the weights, and
-        :meth:`on_fit_end` restores the default format, so tests and exports see ordinary weights.
+        :meth:`on_fit_end` restores the default format, so tests and exports see ordinary weights. The images
+        kept for the score statistics are those of this fit only.
         """
         super().setup(stage)
-        if stage == "fit" and self.trainer.strategy.root_device.type == "cpu":
-            self.model.to(memory_format=torch.channels_last)
+        if stage == "fit":
+            self._recent_images.clear()
+            self._statistics_stale = False
+            if self.trainer.strategy.root_device.type == "cpu":
+                self.model.to(memory_format=torch.channels_last)
 
-    def on_fit_end(self) -> None:
-        """Return the weights to the default (contiguous) memory format."""
-        self.model.to(memory_format=torch.contiguous_format)
+    def on_train_start(self) -> None:
+        """Train the torch model in training mode even if it was put in eval mode before ``fit``.
+
+        Lightning keeps the modes modules have when ``fit`` starts, and in eval mode the torch model returns
+        scores instead of the generator outputs the training step needs.
+        """
+        self.model.train()
+
+    def on_validation_start(self) -> None:
+        """Compute the score statistics of a training stopped mid-epoch before validation scores are used."""
+        if self._statistics_stale:
+            self._update_score_statistics("Validation started before the end of the training epoch")
 
     def on_train_epoch_end(self) -> None:
-        """Step the generator's learning-rate schedule once per epoch."""
+        """Compute the statistics of an epoch that ended early; step the generator's learning-rate schedule.
+
+        Runs before the epoch's checkpoint is saved (Lightning calls checkpoint callbacks after the module).
+        """
+        if self._statistics_stale:
+            self._update_score_statistics("The training epoch ended before its last batch")
         self.lr_schedulers().step()
 
+    def on_fit_end(self) -> None:
+        """Return the weights to the default (contiguous) memory format; warn if score statistics were never set."""
+        self.model.to(memory_format=torch.contiguous_format)
+        if bool((self.model.score_mean == 0).all() and (self.model.score_std == 1).all()):
+            warnings.warn(
+                "The fit ended without a training batch, so the score statistics were never computed (mean 0, "
+                "std 1): the scores are not standardised against normal images. Train for at least one batch.",
+                stacklevel=2,
+            )
+
     def validation_step(self, batch: Batch, *args: Any, **kwargs: Any) -> STEP_OUTPUT:
-        """Score a validation batch (used by the post-processor for thresholds and normalisation)."""
+        """Score a validation batch (used by the post-processor for thresholds and normalisation).
+
+        Raises:
+            ValueError: If a score is not finite (see :meth:`check_finite_scores`).
+
+        """
         del args, kwargs
         predictions = self.model(batch.image)
-        return batch.update(**predictions._asdict())
+        batch = batch.update(**predictions._asdict())
+        self.check_finite_scores(batch)
+        return batch
 
     @property
     def trainer_arguments(self) -> dict[str, Any]:

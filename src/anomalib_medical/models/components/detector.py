@@ -27,6 +27,7 @@ from torch.nn import functional as F
 from .discriminator import ImageDiscriminator
 from .generator import GeneratorOutput, InpaintingGenerator
 from .patches import patches_to_image
+from .validation import check_number
 
 ScoreType = Literal["discriminator", "residual_image", "residual_feature", "residual", "combined"]
 AnomalyMapType = Literal["image", "feature"]
@@ -88,6 +89,7 @@ class InpaintingDetector(nn.Module):
         if feature_residual not in {"encoder", "memory"}:
             msg = f"Unknown feature_residual {feature_residual!r}; expected 'encoder' or 'memory'."
             raise ValueError(msg)
+        check_number("map_sigma", map_sigma, 0)
         self.in_channels = in_channels
         self.score_type = score_type
         self.anomaly_map_type = anomaly_map_type
@@ -204,7 +206,19 @@ class InpaintingDetector(nn.Module):
 
         ``pred_score`` is the weighted sum of the standardised score components of ``score_type``
         (for ``"discriminator"`` this is the papers' anomaly score A before its sigmoid).
+
+        Raises:
+            ValueError: If the input's height and width are not the model's ``image_size`` (a check on static
+                shapes: nothing of it enters an exported graph).
+
         """
+        expected = self.generator.image_size
+        if tuple(image.shape[-2:]) != expected:
+            msg = (
+                f"Input images of size {tuple(image.shape[-2:])}, but the model was built for image_size {expected}: "
+                "resize them to it (the model's default pre-processor does) or build the model with their size."
+            )
+            raise ValueError(msg)
         image = self.reduce_channels(image)
         if self.training:
             return self.generator(image)

@@ -5,6 +5,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from .validation import check_number
+
 
 class ImageDiscriminator(nn.Module):
     """Strided-convolution discriminator returning one real/fake logit per image.
@@ -26,6 +28,8 @@ class ImageDiscriminator(nn.Module):
         channels: Sequence[int] = (16, 32, 64, 128, 128),
     ) -> None:
         super().__init__()
+        for stage_channels in channels:
+            check_number("discriminator_channels", stage_channels, 1, integer=True)
         layers: list[nn.Module] = []
         height, width = image_size
         for index, out_channels in enumerate(channels):

@@ -23,6 +23,7 @@ from .conv_blocks import ConvEncoder, SkipOp, TimmEncoder, UpBlock
 from .inpainting import InpaintingBlock
 from .memory import DecoderMemoryBlock, DecoderMemoryMode, MemoryMatrix
 from .patches import image_to_patches, patches_to_image
+from .validation import check_number
 
 MemoryType = Literal["queue", "matrix"]
 OutputActivation = Literal["sigmoid", "tanh"]
@@ -165,14 +166,28 @@ class InpaintingGenerator(nn.Module):
         activation: OutputActivation = "sigmoid",
     ) -> None:
         super().__init__()
+        for side in image_size:
+            check_number("image_size", side, 1, integer=True)
+        for name, value in {
+            "in_channels": in_channels,
+            "grid": grid,
+            "levels": levels,
+            "base_channels": base_channels,
+            "memory_slots": memory_slots,
+            "decoder_memory_slots": decoder_memory_slots,
+            "num_heads": num_heads,
+        }.items():
+            check_number(name, value, 1, integer=True)
+        check_number("merge_levels", merge_levels, 0, levels, integer=True)
+        check_number("top_k", top_k, 1, integer=True, optional=True)
+        check_number("mask_ratio", mask_ratio, 0, 1)
+        check_number("decoder_mask_ratio", decoder_mask_ratio, 0, 1)
+        check_number("dropout", dropout, 0, 1, high_open=True)
         if image_size[0] % grid or image_size[1] % grid:
             msg = f"Image size {image_size} must be divisible by the patch grid {grid}."
             raise ValueError(msg)
         if len(skip_ops) != levels or len(decoder_memory) != levels:
             msg = f"skip_ops and decoder_memory need one entry per level ({levels})."
-            raise ValueError(msg)
-        if not 0 <= merge_levels <= levels:
-            msg = f"merge_levels must be in [0, {levels}], got {merge_levels}."
             raise ValueError(msg)
         if memory_type not in {"queue", "matrix"}:
             msg = f"Unknown memory_type {memory_type!r}; expected 'queue' or 'matrix'."
@@ -180,7 +195,7 @@ class InpaintingGenerator(nn.Module):
         if activation not in {"sigmoid", "tanh"}:
             msg = f"Unknown activation {activation!r}; expected 'sigmoid' or 'tanh'."
             raise ValueError(msg)
-        self.image_size = image_size
+        self.image_size = (int(image_size[0]), int(image_size[1]))
         self.grid = grid
         self.levels = levels
         self.merge_levels = merge_levels
@@ -191,6 +206,12 @@ class InpaintingGenerator(nn.Module):
             else ConvEncoder(in_channels, base_channels, levels)
         )
         channels = self.encoder.channels
+        if channels[levels] < 4:  # the in-painting block reduces the bottleneck to channels // 4
+            msg = (
+                f"The encoder's bottleneck has {channels[levels]} channels (base_channels={base_channels}, "
+                f"levels={levels}); the in-painting block needs at least 4."
+            )
+            raise ValueError(msg)
         sizes = self._feature_sizes(in_channels, (image_size[0] // grid, image_size[1] // grid))
         self.inpainting = InpaintingBlock(
             channels[levels],

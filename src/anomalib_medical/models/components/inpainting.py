@@ -104,6 +104,12 @@ class InpaintingBlock(nn.Module):
             nn.BatchNorm2d(reduced),
             nn.ReLU(),
         )
+        if neighbour_attention and self.memory_dim % num_heads:
+            msg = (
+                f"num_heads must divide the in-painting feature dimension {self.memory_dim} (bottleneck channels // 4 "
+                f"x patch feature height x width = {reduced} x {feature_size[0]} x {feature_size[1]}), got {num_heads}"
+            )
+            raise ValueError(msg)
         self.memory = MemoryQueue(grid * grid, num_slots, self.memory_dim, top_k)
         self.transformer = NeighbourAttention(self.memory_dim, num_heads, dropout) if neighbour_attention else None
         self.register_buffer("position_code", binary_position_code(grid * grid), persistent=False)

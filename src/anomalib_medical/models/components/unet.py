@@ -12,6 +12,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .validation import check_number
+
 
 class ConvNormGELU(nn.Sequential):
     """``3x3`` convolution, affine instance normalisation, GELU."""
@@ -63,9 +65,15 @@ class UNet(nn.Module):
         convs_per_stage: int = 2,
     ) -> None:
         super().__init__()
-        if depth < 1:
-            msg = f"depth must be at least 1, got {depth}"
-            raise ValueError(msg)
+        for name, value in {
+            "in_channels": in_channels,
+            "out_channels": out_channels,
+            "depth": depth,
+            "base_channels": base_channels,
+            "max_channels": max_channels,
+            "convs_per_stage": convs_per_stage,
+        }.items():
+            check_number(name, value, 1, integer=True)
         channels = [min(base_channels * 2**level, max_channels) for level in range(depth)]
         self.encoder = nn.ModuleList(
             UNetStage(

@@ -42,6 +42,8 @@ from torchmetrics.classification import BinaryAveragePrecision
 from torchvision.transforms.v2 import Compose, Resize
 
 from anomalib_medical.metrics import AveragePrecision, ChunkedAveragePrecision
+from anomalib_medical.models.components.lightning_checks import CheckedModuleMixin
+from anomalib_medical.models.components.validation import check_number
 from anomalib_medical.visualization import RadiographVisualizerDefault
 
 from .tasks import TASK_NAMES, SyntheticAnomalyGenerator, build_task
@@ -62,7 +64,7 @@ def warmup_exponential_decay(step: int, warmup_steps: int, decay_rate: float, mi
     return max(decay_rate ** (step - warmup_steps), min_factor)
 
 
-class SyntheticTaskLocaliser(RadiographVisualizerDefault, AnomalibModule):
+class SyntheticTaskLocaliser(CheckedModuleMixin, RadiographVisualizerDefault, AnomalibModule):
     """Localise anomalies by regressing labels of synthetic anomalies, validated on held-out synthetic tasks.
 
     Args:
@@ -97,6 +99,9 @@ class SyntheticTaskLocaliser(RadiographVisualizerDefault, AnomalibModule):
         evaluator: Evaluator or flag (default: image/pixel AUROC, AUPR and F1).
         visualizer: Visualizer or flag.
 
+    Raises:
+        ValueError: If a numeric argument is out of its range (the message names it and the range).
+
     """
 
     def __init__(
@@ -129,6 +134,25 @@ class SyntheticTaskLocaliser(RadiographVisualizerDefault, AnomalibModule):
         evaluator: Evaluator | bool = True,
         visualizer: Visualizer | bool = True,
     ) -> None:
+        check_number("sigma", sigma, 0, low_open=True)
+        check_number("intensity_scale", intensity_scale, 0, low_open=True)
+        for distance in push_distance:
+            check_number("push_distance", distance, 0)
+        if push_distance[0] > push_distance[1]:
+            msg = f"push_distance must be a range (low, high) with low <= high, got {tuple(push_distance)}"
+            raise ValueError(msg)
+        check_number("foreground_threshold", foreground_threshold, 0, 1, high_open=True, optional=True)
+        check_number("min_size", min_size, 0, 1, low_open=True)
+        check_number("max_size", max_size, min_size, 1)
+        check_number("learning_rate", learning_rate, 0, low_open=True)
+        check_number("weight_decay", weight_decay, 0)
+        check_number("warmup_steps", warmup_steps, 0, integer=True)
+        check_number("decay_rate", decay_rate, 0, 1, low_open=True)
+        check_number("min_lr_factor", min_lr_factor, 0, 1)
+        for side in image_size:
+            check_number("image_size", side, 1, integer=True)
+        check_number("seed", seed, 0, integer=True, optional=True)
+        check_number("validation_seed", validation_seed, 0, integer=True)
         if pre_processor is True:
             pre_processor = self.configure_pre_processor(image_size)
         super().__init__(
@@ -223,14 +247,21 @@ class SyntheticTaskLocaliser(RadiographVisualizerDefault, AnomalibModule):
         self.synthetic_mse.reset()
 
     def validation_step(self, batch: Batch, *args: Any, **kwargs: Any) -> STEP_OUTPUT:
-        """Predict the validation batch; score the validation tasks on its normal images."""
+        """Predict the validation batch; score the validation tasks on its normal images.
+
+        Raises:
+            ValueError: If a score is not finite (see :meth:`check_finite_scores`).
+
+        """
         del args, kwargs
         predictions = self.model(batch.image)
+        batch = batch.update(**predictions._asdict())
+        self.check_finite_scores(batch)  # before the synthetic tasks, which need finite images
         if self.validation_generator is not None:
             normal = batch.image if batch.gt_label is None else batch.image[batch.gt_label == 0]
             if len(normal):
                 self._validate_on_synthetic_anomalies(normal)
-        return batch.update(**predictions._asdict())
+        return batch
 
     def _validate_on_synthetic_anomalies(self, images: torch.Tensor) -> None:
         grey = self.model.to_task_space(images)

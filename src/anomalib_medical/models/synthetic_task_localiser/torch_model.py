@@ -11,6 +11,7 @@ from torch import nn
 
 from anomalib_medical.data.transforms import equalise_histogram
 from anomalib_medical.models.components.unet import UNet
+from anomalib_medical.models.components.validation import check_number
 
 ScoreAggregation = Literal["mean", "max"]
 
@@ -90,6 +91,8 @@ class SyntheticTaskLocaliserModel(nn.Module):
         if score_aggregation not in {"mean", "max"}:
             msg = f"score_aggregation must be 'mean' or 'max', got {score_aggregation!r}"
             raise ValueError(msg)
+        check_number("fourier_features", fourier_features, 0, integer=True)
+        check_number("fourier_scale", fourier_scale, 0, low_open=True)
         self.encoding = FourierCoordinateEncoding(fourier_features, fourier_scale) if positional_encoding else None
         in_channels = 1 + (self.encoding.num_channels if self.encoding is not None else 0)
         self.unet = UNet(in_channels, 1, depth=depth, base_channels=base_channels, max_channels=max_channels)

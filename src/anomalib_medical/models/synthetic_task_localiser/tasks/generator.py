@@ -69,7 +69,16 @@ class SyntheticAnomalyGenerator:
         Returns:
             Corrupted images and labels, both of the batch's shape, dtype and device.
 
+        Raises:
+            ValueError: If an image holds NaN or infinite pixels (the labelling's morphological reconstruction, in
+                scikit-image, crashes the process on NaN).
+
         """
+        finite = torch.isfinite(images.flatten(1)).all(dim=1)
+        if not bool(finite.all()):
+            items = (~finite).nonzero().flatten().tolist()
+            msg = f"Images {items} of the batch hold NaN or infinite pixels: synthetic tasks need finite intensities."
+            raise ValueError(msg)
         batch = images.detach().to("cpu", torch.float64).numpy()[:, 0]
         samples = [
             self.corrupt(image, rng, [other for j, other in enumerate(batch) if j != i])
