@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 import re
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -23,32 +22,12 @@ from anomalib_medical.models.simsid import SimSIDModel
 from anomalib_medical.models.squid import SquidModel
 from anomalib_medical.models.synthetic_task_localiser import SyntheticTaskLocaliserModel
 from anomalib_medical.models.synthetic_task_localiser.tasks import SyntheticAnomalyGenerator, build_task
+from tests.unit.test_squid import TINY as SQUID_TINY
+from tests.unit.test_synthetic_task_localiser import one_thread  # noqa: F401 (autouse fixture)
 
-TINY = {
-    "image_size": 24,
-    "grid": 3,
-    "levels": 2,
-    "base_channels": 4,
-    "skip_ops": ("concat", "none"),
-    "merge_levels": 1,
-    "memory_slots": 6,
-    "top_k": 2,
-    "decoder_memory": ("position", "none"),
-    "decoder_memory_slots": 5,
-    "num_heads": 2,
-    "visualizer": False,
-}
+TINY = SQUID_TINY | {"visualizer": False}
 TINY_SIMSID = TINY | {"discriminator_channels": (4, 8, 16)}
 TINY_LOCALISER = {"depth": 2, "base_channels": 4, "max_channels": 8, "visualizer": False}
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """Two OpenMP threads on a shared, loaded machine are many times slower than one."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")
