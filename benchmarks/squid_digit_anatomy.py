@@ -36,9 +36,19 @@ ANOMALY_TYPES = ("novel", "missing", "disorder", "flipped")
 
 
 def instantiate(spec: dict[str, Any], **overrides: Any) -> Any:
-    """Build ``class_path(**init_args, **overrides)`` from a config section."""
+    """Build ``class_path(**init_args, **overrides)`` from a config section (nested class specs too)."""
     module, name = spec["class_path"].rsplit(".", 1)
-    return getattr(importlib.import_module(module), name)(**(spec.get("init_args") or {}) | overrides)
+    init_args = {key: build(value) for key, value in (spec.get("init_args") or {}).items()}
+    return getattr(importlib.import_module(module), name)(**init_args | overrides)
+
+
+def build(value: Any) -> Any:
+    """Instantiate a ``{class_path, init_args}`` value, or each such item of a list; other values as they are."""
+    if isinstance(value, dict) and "class_path" in value:
+        return instantiate(value)
+    if isinstance(value, list):
+        return [build(item) for item in value]
+    return value
 
 
 def load_recipe(
@@ -54,7 +64,8 @@ def load_recipe(
     model = instantiate(config["model"], visualizer=False, **model_overrides)
     data_overrides = {"root": data_root} if data_root else {}
     datamodule = instantiate(config["data"], **data_overrides)
-    return model, datamodule, dict(config.get("trainer") or {})
+    trainer = {key: build(value) for key, value in (config.get("trainer") or {}).items()}  # e.g. callbacks
+    return model, datamodule, trainer
 
 
 def machine_header(command: str) -> str:

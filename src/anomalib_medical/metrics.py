@@ -12,6 +12,13 @@ under the precision-recall curve of anomalib's ``AUPR``, so the numbers differ s
 
 Both keep every prediction until ``compute`` (as anomalib's curve metrics do); a chunk without an anomalous pixel
 has an AP of 0 (scikit-learn's value), as in the authors' evaluation.
+
+Raw scores. anomalib's post-processor normalises and clamps scores and maps before the evaluator sees them, which
+makes every value beyond the validation range a tie (see :mod:`anomalib_medical.post_processing`). The paper's
+metrics are computed on the model's own outputs: :func:`raw_metrics` reads the ``raw_pred_score`` and
+``raw_anomaly_map`` fields that :class:`~anomalib_medical.post_processing.RawMapPostProcessor` keeps on the batch,
+for any model. The metrics of this module (including :class:`AUROC` and :class:`AUPR`, anomalib's with this check)
+raise instead of silently skipping a batch that has ``anomaly_map`` but not ``raw_anomaly_map``.
 """
 
 from __future__ import annotations
@@ -21,11 +28,35 @@ import warnings
 
 import numpy as np
 import torch
-from anomalib.metrics import AnomalibMetric
+from anomalib.data import Batch
+from anomalib.metrics import AUPR as _AnomalibAUPR
+from anomalib.metrics import AUROC as _AnomalibAUROC
+from anomalib.metrics import AnomalibMetric, F1Score
 from sklearn.exceptions import UndefinedMetricWarning
 from sklearn.metrics import average_precision_score
 from torchmetrics import Metric
 from torchmetrics.utilities.data import dim_zero_cat
+
+from anomalib_medical.post_processing import RAW_FIELDS
+
+__all__ = ["AUPR", "AUROC", "AveragePrecision", "ChunkedAveragePrecision", "raw_metrics"]
+
+
+class _RawFieldCheck:
+    """Raise when a ``raw_*`` field is missing but its post-processed field is there (the post-processor's)."""
+
+    fields: list[str]
+
+    def update(self, batch: Batch, *args: object, **kwargs: object) -> None:
+        """Check the raw fields, then update as anomalib does (skip or raise on other missing fields)."""
+        for field, raw in RAW_FIELDS.items():
+            if raw in self.fields and getattr(batch, raw, None) is None and getattr(batch, field, None) is not None:
+                msg = (
+                    f"{type(self).__name__} reads {raw!r}, but the batch only has the post-processed {field!r}: "
+                    "use anomalib_medical.post_processing.RawMapPostProcessor as the model's post_processor"
+                )
+                raise ValueError(msg)
+        super().update(batch, *args, **kwargs)  # type: ignore[misc]
 
 
 class _PerSampleAveragePrecision(Metric):
@@ -89,7 +120,7 @@ def _average_precision(labels: np.ndarray, predictions: np.ndarray) -> float:
         return float(average_precision_score(labels, predictions))
 
 
-class AveragePrecision(AnomalibMetric, _PerSampleAveragePrecision):  # type: ignore[misc]
+class AveragePrecision(_RawFieldCheck, AnomalibMetric, _PerSampleAveragePrecision):  # type: ignore[misc]
     """Average precision over the whole set (scikit-learn's step-wise AP; see the module docstring).
 
     Args:
@@ -103,7 +134,7 @@ class AveragePrecision(AnomalibMetric, _PerSampleAveragePrecision):  # type: ign
         super().__init__(fields=fields, prefix=prefix, strict=strict)
 
 
-class ChunkedAveragePrecision(AnomalibMetric, _PerSampleAveragePrecision):  # type: ignore[misc]
+class ChunkedAveragePrecision(_RawFieldCheck, AnomalibMetric, _PerSampleAveragePrecision):  # type: ignore[misc]
     """Baugh et al.'s pixel AP: mean AP over chunks of ``chunk_size`` samples, averaged over seeded orderings.
 
     Args:
@@ -124,3 +155,39 @@ class ChunkedAveragePrecision(AnomalibMetric, _PerSampleAveragePrecision):  # ty
         orderings: int = 10,
     ) -> None:
         super().__init__(fields=fields, prefix=prefix, strict=strict, chunk_size=chunk_size, orderings=orderings)
+
+
+class AUROC(_RawFieldCheck, _AnomalibAUROC):  # type: ignore[misc]
+    """anomalib's ``AUROC``, raising on a missing raw field (see the module docstring)."""
+
+
+class AUPR(_RawFieldCheck, _AnomalibAUPR):  # type: ignore[misc]
+    """anomalib's ``AUPR`` (trapezoidal area under the precision-recall curve), raising on a missing raw field."""
+
+
+def raw_metrics() -> list[AnomalibMetric]:
+    """Test metrics on the raw scores and maps: image and pixel AUROC, AUPR and AP, the chunked pixel AP, and F1.
+
+    The ranking metrics read ``raw_pred_score`` / ``raw_anomaly_map`` (the model needs
+    :class:`~anomalib_medical.post_processing.RawMapPostProcessor`); the F1 scores read the thresholded
+    ``pred_label`` / ``pred_mask``. Names are anomalib's (``image_AUROC``, ``pixel_AUPR`` ...) and this module's
+    (``image_AveragePrecision``, ``pixel_AveragePrecision``, ``pixel_ChunkedAveragePrecision``). Pixel metrics
+    skip batches without masks.
+
+    Example:
+        >>> from anomalib.metrics import Evaluator
+        >>> evaluator = Evaluator(test_metrics=raw_metrics())  # e.g. Squid(evaluator=..., post_processor=...)
+
+    """
+    image, pixel = ["raw_pred_score", "gt_label"], ["raw_anomaly_map", "gt_mask"]
+    return [
+        AUROC(fields=image, prefix="image_"),
+        AUPR(fields=image, prefix="image_"),
+        AveragePrecision(fields=image, prefix="image_"),
+        F1Score(fields=["pred_label", "gt_label"], prefix="image_"),
+        AUROC(fields=pixel, prefix="pixel_", strict=False),
+        AUPR(fields=pixel, prefix="pixel_", strict=False),
+        AveragePrecision(fields=pixel, prefix="pixel_", strict=False),
+        ChunkedAveragePrecision(fields=pixel, prefix="pixel_", strict=False),
+        F1Score(fields=["pred_mask", "gt_mask"], prefix="pixel_", strict=False),
+    ]

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from anomalib_medical.data.chexpert import CheXpert, chexpert_labels
+from anomalib_medical.data.utils.splits import replaced_count
 from tests.unit.fake_chest_data import check_config, chexpert_row, chexpert_tree, fit_and_test, write_chexpert
 
 
@@ -159,6 +160,40 @@ def test_contamination_adds_unlabelled_abnormal_training_images(root, fraction, 
         assert not samples.contaminant.any()
         assert samples[["image_id", "label_index"]].equals(getattr(clean, split).samples[["image_id", "label_index"]])
     assert not clean.train_data.samples.contaminant.any()
+
+
+@pytest.mark.parametrize(("fraction", "replaced"), [(0.25, 1), (0.5, 2)])
+def test_contamination_by_replacement_keeps_the_split_size(root, fraction, replaced):
+    clean = _datamodule(root)
+    clean.setup()
+    datamodule = _datamodule(root, train_abnormal_fraction=fraction, contamination="replace")
+    datamodule.setup()
+    train = datamodule.train_data.samples
+    contaminants = set(train.image_id[train.contaminant])
+    assert len(train) == 4  # the size of the clean split: ceil(f * 4) normal images replaced
+    assert len(contaminants) == replaced
+    assert set(train.label_index) == {0}
+    normals = _ids(datamodule.train_data) - contaminants
+    assert len(normals) == 4 - replaced
+    assert normals < _ids(clean.train_data)
+    assert not contaminants & _ids(clean.train_data)
+    assert not _patients(contaminants) & _patients(_ids(datamodule.test_data))
+    for split in ("val_data", "test_data"):
+        samples = getattr(datamodule, split).samples[["image_id", "label_index"]]
+        assert samples.equals(getattr(clean, split).samples[["image_id", "label_index"]])
+
+
+def test_replacement_count_is_the_simsid_authors_rule():
+    assert replaced_count(0.1, 4999) == 500  # the authors: int(4999 * 0.9) = 4,499 normal + 500 abnormal
+    assert replaced_count(0.3, 10) == 3
+    assert replaced_count(0.0, 4999) == 0
+    with pytest.raises(ValueError, match=r"train_abnormal_fraction must be in \[0, 1\)"):
+        replaced_count(1.0, 10)
+
+
+def test_unknown_contamination_rule(root):
+    with pytest.raises(ValueError, match=r"contamination must be 'add' or 'replace', got 'swap'"):
+        _datamodule(root, contamination="swap")
 
 
 def test_contaminants_are_not_from_test_patients(tmp_path):

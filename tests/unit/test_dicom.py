@@ -10,7 +10,7 @@ from pydicom.pixels import apply_modality_lut, apply_windowing
 from pydicom.sequence import Sequence
 from pydicom.uid import JPEG2000Lossless, RLELossless
 
-from anomalib_medical.data.utils.dicom import read_dicom
+from anomalib_medical.data.utils.dicom import read_dicom, read_dicom_values
 from tests.unit.fake_chest_data import gradient, write_dicom
 
 
@@ -125,3 +125,17 @@ def test_unusable_window_names_the_file(tmp_path):
 def test_unknown_fallback_is_rejected(tmp_path):
     with pytest.raises(ValueError, match="fallback"):
         read_dicom(write_dicom(tmp_path / "a.dcm", gradient(2, 3)), fallback="percentile")  # type: ignore[arg-type]
+
+
+def test_values_for_presets_are_modality_values_with_window_and_photometric(tmp_path):
+    pixels = gradient(3, 9, low=100, high=900)
+    path = write_dicom(tmp_path / "a.dcm", pixels, photometric="MONOCHROME1", window=(600, 400), rescale=(2, -100))
+    read = read_dicom_values(path)
+    np.testing.assert_array_equal(read.values, pixels * 2.0 - 100)
+    assert read.values.dtype == np.float64
+    assert read.window == (600.0, 400.0)
+    assert read.monochrome1
+    plain = read_dicom_values(write_dicom(tmp_path / "b.dcm", pixels))
+    assert plain.window is None and not plain.monochrome1
+    with pytest.raises(ValueError, match=r"c\.dcm: the DICOM file has no pixel data"):
+        read_dicom_values(write_dicom(tmp_path / "c.dcm", None))

@@ -1,4 +1,4 @@
-"""Baugh et al.'s average precision metrics against hand-computed values."""
+"""Baugh et al.'s average precision metrics and the raw-map metrics against hand-computed values."""
 
 from __future__ import annotations
 
@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 import torch
 from anomalib.data import ImageBatch
+from anomalib.post_processing import PostProcessor
 
-from anomalib_medical.metrics import AveragePrecision, ChunkedAveragePrecision
+from anomalib_medical.metrics import AveragePrecision, ChunkedAveragePrecision, raw_metrics
+from anomalib_medical.post_processing import RawMapPostProcessor
 
 # three 1x2 "images": predictions and masks
 MAPS = torch.tensor([[[0.9, 0.1]], [[0.8, 0.7]], [[0.2, 0.6]]])
@@ -73,3 +75,47 @@ def test_invalid_arguments():
         ChunkedAveragePrecision(fields=["anomaly_map", "gt_mask"], chunk_size=0)
     with pytest.raises(ValueError, match="orderings"):
         ChunkedAveragePrecision(fields=["anomaly_map", "gt_mask"], orderings=0)
+
+
+def test_raw_metrics_are_not_changed_by_the_ties_of_anomalib_normalisation():
+    """Values above the validation maximum are clamped into ties by the post-processor; raw_metrics ignore that."""
+    post_processor = RawMapPostProcessor()
+    for name, value in [("image_min", 0.0), ("image_max", 1.0), ("pixel_min", 0.0), ("pixel_max", 1.0)]:
+        getattr(post_processor, name).fill_(value)
+    post_processor._image_threshold.fill_(0.5)  # anomalib sets both at validation end
+    post_processor._pixel_threshold.fill_(0.5)
+    # normalised value = x clamped to [0, 1]: the 3.0 (anomalous) and 2.0 (normal) become a tie at 1
+    batch = ImageBatch(
+        image=torch.zeros(2, 3, 1, 2),
+        pred_score=torch.tensor([3.0, 2.0]),
+        gt_label=torch.tensor([1, 0]),
+        anomaly_map=torch.tensor([[[2.0, 3.0]], [[0.4, 0.2]]]),
+        gt_mask=torch.tensor([[[0, 1]], [[1, 0]]], dtype=torch.bool),
+    )
+    raw_map = batch.anomaly_map.clone()
+    post_processor.post_process_batch(batch)
+    torch.testing.assert_close(batch.raw_anomaly_map, raw_map)
+    torch.testing.assert_close(batch.anomaly_map, raw_map.clamp(0, 1))
+    metrics = {metric.name: metric for metric in raw_metrics()}
+    for metric in metrics.values():
+        metric.update(batch)
+    # by hand, raw ranking 3.0+ 2.0- 0.4+ 0.2-: AP (1 + 2/3) / 2
+    # tied ranking {1.0+, 1.0-} 0.4+ 0.2-: AP 1/2 * 1/2 + 1/2 * 2/3
+    raw_ap, tied_ap = (1 + 2 / 3) / 2, 0.5 * 0.5 + 0.5 * 2 / 3
+    assert metrics["pixel_AveragePrecision"].compute().item() == pytest.approx(raw_ap)
+    assert metrics["pixel_ChunkedAveragePrecision"].compute().item() == pytest.approx(raw_ap)
+    assert metrics["pixel_AUROC"].compute().item() == pytest.approx(0.75)  # pairs (+, -): 3>2, 3>.2, .4<2, .4>.2
+    assert metrics["image_AUROC"].compute().item() == pytest.approx(1.0)  # 3.0+ over 2.0-, both tied at 1 after
+    post_processed = AveragePrecision(fields=["anomaly_map", "gt_mask"])
+    post_processed.update(batch)
+    assert post_processed.compute().item() == pytest.approx(tied_ap)
+    assert {"image_F1Score", "pixel_F1Score", "image_AUPR", "pixel_AUPR", "image_AveragePrecision"} <= set(metrics)
+
+
+def test_raw_metrics_refuse_a_batch_post_processed_without_the_raw_maps():
+    batch = ImageBatch(image=torch.zeros(3, 3, 1, 2), anomaly_map=MAPS, gt_mask=MASKS)
+    PostProcessor().post_process_batch(batch)  # anomalib's: drops the raw values
+    for metric in raw_metrics():
+        if "raw_anomaly_map" in metric.fields:
+            with pytest.raises(ValueError, match="RawMapPostProcessor"):
+                metric.update(batch)

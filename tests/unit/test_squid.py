@@ -1,6 +1,8 @@
 """Squid: torch model, losses, Lightning module, training/eval invariants and checkpoints."""
 
+import copy
 import warnings
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -338,3 +340,87 @@ def test_feature_anomaly_map_is_the_patch_level_memory_distance():
     # each 8x8 patch of the map holds its position's distance
     torch.testing.assert_close(anomaly_map[:, 0, ::8, ::8].reshape(2, 9), distance)
     torch.testing.assert_close(raw[:, 2], distance.amax(dim=1))
+
+
+def test_per_image_discriminator_scoring_is_the_authors_train_mode_one_image_at_a_time():
+    """The papers' score: batch-norm statistics of each image alone, no buffer written, any batch size."""
+    model = _tiny_model(image_size=48, discriminator_scoring="per_image").eval()
+    images = torch.rand(3, 1, 48, 48)
+    state = {name: value.clone() for name, value in model.state_dict().items()}
+    with torch.no_grad():
+        batch = model(images).pred_score
+        singles = torch.cat([model(image[None]).pred_score for image in images])
+        reconstruction = model.generator(images, teacher=False).reconstruction
+        authors = copy.deepcopy(model.discriminator).train()  # what the authors' alert.py does
+        train_mode = torch.cat([-authors(image[None]) for image in reconstruction])
+    for name, value in model.state_dict().items():
+        torch.testing.assert_close(value, state[name], rtol=0, atol=0, msg=name)
+    torch.testing.assert_close(batch, singles)
+    torch.testing.assert_close(batch, train_mode)
+    running = _tiny_model(image_size=48).eval()
+    running.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        assert not torch.allclose(running(images).pred_score, batch)
+
+
+def test_per_image_scoring_needs_a_discriminator_map_larger_than_one_pixel():
+    with pytest.raises(ValueError, match="last map is 1 x 1"):
+        _tiny_model(discriminator_scoring="per_image")  # 24 px: the fifth stage is 1 x 1
+    with pytest.raises(ValueError, match="discriminator_scoring"):
+        _tiny_model(discriminator_scoring="train")
+
+
+class _RecordingDataset(torch.utils.data.Dataset):
+    """Training images that record the order they are read in and differ at every read (an augmentation)."""
+
+    def __init__(self, size: int = 10) -> None:
+        self.images = torch.rand(size, 3, 20, 20)
+        self.reads: list[int] = []
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> SimpleNamespace:
+        self.reads.append(index)
+        return SimpleNamespace(image=self.images[index] + 0.01 * len(self.reads))
+
+
+def test_first_images_statistics_are_the_first_training_images_as_training_sees_them():
+    """score_statistics='first_images': dataset order, augmented, pre-processed, scored in eval mode."""
+    model = Squid(**TINY, score_statistics="first_images", score_stats_images=4, visualizer=False)
+    dataset = _RecordingDataset()
+    model._trainer = SimpleNamespace(
+        train_dataloader=torch.utils.data.DataLoader(dataset, shuffle=True),
+        strategy=SimpleNamespace(broadcast=lambda tensor, src=0: tensor),
+    )
+    model.model.train()
+    model._update_score_statistics()
+    assert dataset.reads == [0, 1, 2, 3]
+    augmented = torch.stack([dataset.images[i] + 0.01 * (i + 1) for i in range(4)])
+    expected = model.model.reduce_channels(model.pre_processor.transform(augmented))
+    again = model.first_training_images()  # read again: a new augmentation of the same images
+    assert dataset.reads[4:] == [0, 1, 2, 3]
+    augmented_again = torch.stack([dataset.images[i] + 0.01 * (i + 5) for i in range(4)])
+    torch.testing.assert_close(again, model.model.reduce_channels(model.pre_processor.transform(augmented_again)))
+    model.model.eval()
+    with torch.no_grad():
+        raw, _ = model.model.raw_scores(expected)
+    torch.testing.assert_close(model.model.score_mean, raw.mean(dim=0))
+    torch.testing.assert_close(model.model.score_std, raw.std(dim=0, correction=0).clamp_min(1e-8))
+    assert model.model.training is False  # restored to the mode it was in (eval here)
+    model._trainer.train_dataloader = torch.utils.data.DataLoader(_RecordingDataset(size=3))
+    with pytest.raises(ValueError, match="holds 3"):
+        model.first_training_images()
+    with pytest.raises(ValueError, match="score_statistics"):
+        Squid(**TINY, score_statistics="last")
+
+
+def test_first_images_statistics_in_a_fit(tiny_digits, tmp_path):
+    model = Squid(**TINY, score_statistics="first_images", score_stats_images=5, visualizer=False)
+    _engine(tmp_path).fit(model, datamodule=tiny_digits)
+    images = torch.stack([tiny_digits.train_data[index].image for index in range(5)])
+    model.eval()
+    with torch.no_grad():
+        raw, _ = model.model.raw_scores(model.model.reduce_channels(model.pre_processor.transform(images)))
+    torch.testing.assert_close(model.model.score_mean, raw.mean(dim=0), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(model.model.score_std, raw.std(dim=0, correction=0), rtol=1e-4, atol=1e-5)

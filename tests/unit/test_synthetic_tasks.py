@@ -7,20 +7,25 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from scipy import ndimage
+from skimage import data, io
 
 from anomalib_medical.models.synthetic_task_localiser.tasks import (
     TASK_NAMES,
     PoissonBlendingTask,
     SinkDeformationTask,
+    SmoothIntensityChangeTask,
     SourceDeformationTask,
     SyntheticAnomalyGenerator,
     build_task,
     extract_source_patch,
+    nonzero_foreground,
     num_folds,
     place_shape,
     sample_target_shape,
     task_split,
 )
+from anomalib_medical.models.synthetic_task_localiser.tasks.blending import load_source_image
 from anomalib_medical.models.synthetic_task_localiser.tasks.shapes import size_bounds
 
 
@@ -210,3 +215,102 @@ def test_generator_corrupts_and_labels_a_batch_deterministically() -> None:
     assert labels.max() <= 1
     assert (labels.flatten(1).amax(1) > 0).all()
     assert not torch.equal(corrupted, images)
+
+
+def test_external_photographs_are_equalised_into_task_space_whatever_their_range(tmp_path: Path) -> None:
+    photograph = load_source_image("camera", (64, 64))
+    assert photograph.foreground is None  # as the authors' ImageNet: the whole image
+    assert -1 <= photograph.image.min() < -0.9 < 0.9 < photograph.image.max() <= 1
+    # equalised: the intensities are spread uniformly over [-1, 1]
+    np.testing.assert_allclose(np.quantile(photograph.image, [0.25, 0.5, 0.75]), [-0.5, 0, 0.5], atol=0.05)
+    np.save(tmp_path / "camera.npy", 1000 + 50 * data.camera().astype(float))
+    shifted = load_source_image(str(tmp_path / "camera.npy"), (64, 64))
+    np.testing.assert_allclose(shifted.image, photograph.image, atol=1e-6)
+
+
+def test_volume_sources_have_the_authors_foreground_and_are_z_scored_within_it(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    grid = np.meshgrid(*[np.linspace(-1, 1, 20)] * 3, indexing="ij")
+    radius = np.sqrt(sum(g**2 for g in grid))
+    volume = np.where(radius < 0.8, 5 + 2 * rng.random((20, 20, 20)), 0.0)
+    volume[radius < 0.2] = 0  # a hole inside the object: still foreground
+    np.save(tmp_path / "ball.npy", volume)
+    source = load_source_image(str(tmp_path / "ball.npy"), (20, 20, 20), "zscore")
+    np.testing.assert_array_equal(source.foreground, radius < 0.8)
+    inside = source.image[source.foreground]
+    np.testing.assert_allclose([inside.mean(), inside.std()], [0, 1], atol=1e-6)
+    np.testing.assert_array_equal(source.image[~source.foreground], 0)
+    with pytest.raises(ValueError, match="source_intensity"):
+        build_task("inter_dataset_blending", source_images=tmp_path, source_intensity="minmax")
+
+
+@pytest.mark.parametrize("shape", [(40, 50), (24, 26, 28)])
+def test_source_patch_centre_lies_on_the_source_foreground(shape: tuple[int, ...]) -> None:
+    # The source is 1 on a block and 0 elsewhere; its foreground is the block's core, far from the block's edge,
+    # so the patch's centre (the region's centre, up to a pixel) reads 1 whenever the rule holds.
+    source = np.zeros(shape)
+    foreground = np.zeros(shape, dtype=bool)
+    block = tuple(slice(n // 2 - 6, n // 2 + 6) for n in shape)
+    core = tuple(slice(n // 2 - 2, n // 2 + 2) for n in shape)
+    source[block], foreground[core] = 1.0, True
+    patch_shape = (9,) * len(shape)
+    centres = []
+    for seed in range(12):
+        patch = extract_source_patch(np.random.default_rng(seed), source, patch_shape, foreground)
+        centres.append(patch[(4,) * len(shape)])
+    assert min(centres) > 0.9
+    anywhere = [
+        extract_source_patch(np.random.default_rng(s), source, patch_shape)[(4,) * len(shape)] for s in range(12)
+    ]
+    assert min(anywhere) < 0.5  # without the rule the centre falls off the block
+
+
+def test_three_d_targets_need_volumes_and_two_d_targets_images(tmp_path: Path) -> None:
+    volume = smooth_image((12, 14, 16), seed=0)
+    with pytest.raises(ValueError, match="needs source_images"):
+        build_task("inter_dataset_blending")(volume, np.random.default_rng(0))
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    io.imsave(photos / "grey.png", data.camera()[:40, :40], check_contrast=False)
+    with pytest.raises(ValueError, match=r"grey\.png has shape \(40, 40\): a 3-D target needs volumes"):
+        build_task("inter_dataset_blending", source_images=photos)(volume, np.random.default_rng(0))
+    volumes = tmp_path / "volumes"
+    volumes.mkdir()
+    np.save(volumes / "v.npy", volume)
+    with pytest.raises(ValueError, match=r"v\.npy has shape \(12, 14, 16\): a 2-D target needs 2-D images"):
+        build_task("inter_dataset_blending", source_images=volumes)(smooth_image((20, 20), 0), np.random.default_rng(0))
+
+
+def test_nonzero_foreground_is_scipy_fill_holes_of_the_nonzero_voxels() -> None:
+    rng = np.random.default_rng(0)
+    for shape in [(30, 30), (16, 18, 20)]:
+        image = ndimage.gaussian_filter(rng.normal(size=shape), 1.5) * (rng.random(shape) > 0.02)
+        image[image < 0.05] = 0
+        expected = ndimage.binary_fill_holes(image != 0)
+        assert expected.sum() > (image != 0).sum()  # the case has holes to fill
+        np.testing.assert_array_equal(nonzero_foreground(image), expected)
+
+
+def test_generator_gives_the_tasks_the_foregrounds_of_target_and_sources() -> None:
+    seen: list[tuple[np.ndarray | None, list[np.ndarray | None]]] = []
+
+    class Spy(SmoothIntensityChangeTask):
+        def __call__(self, image, rng, foreground=None, others=(), other_foregrounds=()):
+            seen.append((foreground, list(other_foregrounds)))
+            return super().__call__(image, rng, foreground, others, other_foregrounds)
+
+    images = np.zeros((3, 1, 20, 20), dtype=np.float32)
+    for i in range(3):
+        images[i, 0, 2 + i : 15, 3:16] = 1.0
+        images[i, 0, 8, 8] = 0.0  # a hole
+    generator = SyntheticAnomalyGenerator([Spy()], foreground_rule="nonzero")
+    generator(torch.from_numpy(images), np.random.default_rng(0))
+    masks = [ndimage.binary_fill_holes(image[0] != 0) for image in images]
+    for i, (foreground, others) in enumerate(seen):
+        np.testing.assert_array_equal(foreground, masks[i])
+        for got, expected in zip(others, masks[:i] + masks[i + 1 :], strict=True):
+            np.testing.assert_array_equal(got, expected)
+    threshold = SyntheticAnomalyGenerator([build_task("sink_deformation")], foreground_threshold=0.5)
+    np.testing.assert_array_equal(threshold.foreground(images[0, 0]), images[0, 0] > 0.5)
+    with pytest.raises(ValueError, match="foreground_rule"):
+        SyntheticAnomalyGenerator([Spy()], foreground_rule="otsu")

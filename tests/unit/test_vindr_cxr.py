@@ -18,7 +18,7 @@ from pydicom.uid import JPEG2000Lossless
 
 from anomalib_medical.data.utils.download import ChecksumError
 from anomalib_medical.data.utils.reader import read_grey_or_rgb
-from anomalib_medical.data.vindr_cxr import DDAD_SPLIT_SHA256, VinDrCXR
+from anomalib_medical.data.vindr_cxr import DDAD_SPLIT_SHA256, VinDrCXR, VinDrLabels, clean_ddad_split
 from tests.unit.fake_chest_data import check_config, fit_and_test, write_dicom, write_vindr
 
 NORMAL = [f"n{i}" for i in range(6)]
@@ -166,7 +166,7 @@ def test_ddad_labels_come_from_the_json_and_disagreements_are_logged(root, tmp_p
     content["test"]["0"].append("a3.png")
     split_file = _split_file(tmp_path / "changed.json", content)
     with caplog.at_level(logging.WARNING):
-        datamodule = _datamodule(root, split_file)
+        datamodule = _datamodule(root, split_file, ddad_cleaning=False)
         datamodule.setup()
     assert "a3" in _ids(datamodule.test_data, 0)
     assert "1 normal image(s) of the DDAD test split are labelled abnormal" in caplog.text
@@ -185,9 +185,11 @@ def test_split_file_is_downloaded_through_the_checksum(root, tmp_path):
     source = _split_file(served / "vin_data.json")
     with _serve(served) as url:
         wrong = VinDrCXR(root, split_url=f"{url}/vin_data.json", cache_dir=tmp_path / "c1", image_size=8)
-        with pytest.raises(ChecksumError):
+        with pytest.raises(ChecksumError, match=rf"is {_sha256(source)}, expected {DDAD_SPLIT_SHA256}.*\.rejected"):
             wrong.prepare_data()
-        assert list((tmp_path / "c1").glob("*.json*")) == []
+        # kept for inspection under a name no later run reads
+        assert [path.name for path in (tmp_path / "c1").glob("*.json*")] == ["ddad_vin_data.json.rejected"]
+        assert (tmp_path / "c1" / "ddad_vin_data.json.rejected").read_bytes() == source.read_bytes()
         datamodule = _datamodule(
             root, split_url=f"{url}/vin_data.json", split_sha256=_sha256(source), cache_dir=tmp_path / "c2"
         )
@@ -316,3 +318,85 @@ def test_box_entirely_outside_its_image_is_an_error(root, split_file):
     message = r"Box \(x_min=50, y_min=5, x_max=60, y_max=9\) of image 'a0' \(.*a0\.dicom\) lies entirely outside"
     with pytest.raises(ValueError, match=message):
         _datamodule(root, split_file).setup()
+
+
+# ------------------------------------------------------------------ DDAD cleaning (Baugh et al.) and VinDr_ts
+
+CLEAN_NORMAL = [f"n{i}" for i in range(10)]
+CLEAN_ABNORMAL = {**ABNORMAL, "a4": [(2, 2, 6, 6)]}
+CLEAN_DDAD = {  # a0-a4 were labelled abnormal by R1 and R2 (R3: "No finding"); g0 by all three (PhysioNet)
+    "train": {
+        "0": ["n0.png", "a0.png", "n1.png", "a1.png"],
+        "unlabeled": {"0": ["n3.png", "n4.png", "n7.png"], "1": ["g0.png", "a4.png"]},
+    },
+    "test": {"0": ["n2.png", "a2.png"], "1": ["a3.png"]},
+}
+
+
+@pytest.mark.parametrize("label_format", ["physionet", "competition"])
+def test_ddad_cleaning_replaces_images_a_radiologist_labelled_abnormal(tmp_path, label_format, caplog):
+    root = write_vindr(tmp_path / "vindr", CLEAN_NORMAL, CLEAN_ABNORMAL, label_format, global_only=["g0"])
+    split_file = _split_file(tmp_path / "ddad.json", CLEAN_DDAD)
+    with caplog.at_level(logging.INFO, logger="anomalib_medical.data.vindr_cxr"):
+        datamodule = _datamodule(root, split_file)
+        datamodule.setup()
+    # all-normal images in neither cleaned list, sorted: n3 n4 n5 n6 n7 n8 n9, and g0 first in the competition
+    # copy (no global labels there); training takes the first two, the normal test list the last one
+    padding, validation = (["n3", "n4"], {"n7"}) if label_format == "physionet" else (["g0", "n3"], {"n4", "n7"})
+    assert _ids(datamodule.train_data) == {"n0", "n1", *padding}
+    assert _ids(datamodule.test_data, 0) == {"n2", "n9"}
+    assert _ids(datamodule.test_data, 1) == {"a3"}
+    assert _ids(datamodule.val_data, 0) <= validation  # the unlabelled normal pool less the padding
+    assert _ids(datamodule.val_data, 1) <= ({"g0", "a4"} if label_format == "physionet" else {"a4"})
+    assert len(datamodule.val_data) == 2
+    assert "replaced 2 of 4 training and 1 of 2 normal test images" in caplog.text
+
+
+def test_ddad_cleaning_off_keeps_the_published_lists(tmp_path):
+    root = write_vindr(tmp_path / "vindr", CLEAN_NORMAL, CLEAN_ABNORMAL, global_only=["g0"])
+    datamodule = _datamodule(root, _split_file(tmp_path / "ddad.json", CLEAN_DDAD), ddad_cleaning=False)
+    datamodule.setup()
+    assert _ids(datamodule.train_data) == {"n0", "a0", "n1", "a1"}
+    assert _ids(datamodule.test_data, 0) == {"n2", "a2"}
+
+
+def test_ddad_cleaning_without_enough_normal_images(tmp_path):
+    root = write_vindr(tmp_path / "vindr", CLEAN_NORMAL[:4], CLEAN_ABNORMAL, global_only=["g0"])
+    content = {**CLEAN_DDAD, "train": {**CLEAN_DDAD["train"], "unlabeled": {"0": ["n3.png"], "1": ["g0.png"]}}}
+    with pytest.raises(ValueError, match=r"needs 3 all-normal images of .*image_labels_train\.csv .* there are 1"):
+        _datamodule(root, _split_file(tmp_path / "ddad.json", content)).setup()
+
+
+def test_ddad_split_tested_on_the_official_test_set(root, split_file):
+    datamodule = _datamodule(root, split_file, test_set="official")
+    datamodule.setup()
+    assert _ids(datamodule.train_data) == {"n0", "n1", "n2"}  # DDAD's training images
+    assert _ids(datamodule.val_data, 0) <= {"n3", "n4"}
+    assert _ids(datamodule.test_data, 0) == set(TEST_NORMAL)
+    assert _ids(datamodule.test_data, 1) == set(TEST_ABNORMAL)
+    expected = np.zeros((15, 20), dtype=bool)
+    expected[2:6, 1:5] = True  # consensus box (2, 4, 10, 12) halved
+    np.testing.assert_array_equal(_mask(datamodule.test_data, "u1"), expected)
+
+
+def test_official_test_set_needs_physionet_labels(tmp_path, split_file):
+    root = _tree(tmp_path / "vindr", "competition")
+    with pytest.raises(ValueError, match="no test labels"):
+        _datamodule(root, split_file, test_set="official").setup()
+
+
+def test_unknown_test_set(root):
+    with pytest.raises(ValueError, match="test_set must be 'split' or 'official', got 'ddad_ts'"):
+        VinDrCXR(root, test_set="ddad_ts")
+
+
+def test_cleaning_rule_keeps_the_order_and_pads_from_both_ends(tmp_path):
+    normal = {key: True for key in ("h5", "h1", "h3", "h2", "h4", "h0")} | {"x1": False, "x0": False, "y0": False}
+    labels = VinDrLabels(normal, {}, tmp_path / "labels.csv")
+    cleaning = clean_ddad_split(["h3", "x1", "h0", "x0"], ["y0", "h1"], labels)
+    assert cleaning.train == ["h3", "h0", "h2", "h4"]  # kept in DDAD's order, then the first leftovers (sorted)
+    assert cleaning.test_normal == ["h1", "h5"]  # then the last leftover
+    assert (cleaning.removed_train, cleaning.removed_test) == (["x1", "x0"], ["y0"])
+    assert cleaning.padding == {"h2", "h4", "h5"}
+    untouched = clean_ddad_split(["h3"], ["h1"], labels)  # nothing to replace: nothing added
+    assert (untouched.train, untouched.test_normal, untouched.padding) == (["h3"], ["h1"], frozenset())

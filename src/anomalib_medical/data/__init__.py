@@ -2,6 +2,7 @@
 
 from anomalib_medical.data.chest_xray import ChestXray, ChestXrayDataset
 from anomalib_medical.data.chexpert import CheXpert
+from anomalib_medical.data.covidx import COVIDx
 from anomalib_medical.data.digit_anatomy import (
     DigitAnatomy,
     DigitAnatomyDataset,
@@ -16,6 +17,7 @@ from anomalib_medical.data.utils.reader import read_image_tensor
 from anomalib_medical.data.vindr_cxr import VinDrCXR
 
 __all__: list[str] = [
+    "COVIDx",
     "CheXpert",
     "ChestXray",
     "ChestXrayDataset",

@@ -35,12 +35,15 @@ Split (SQUID, Xiang et al., CVPR 2023, Table 1: train 4,999 normal; test 250 nor
       an image in the test split (patient-disjoint); ``None`` takes them all,
     - val: every normal and abnormal image of the official ``valid.csv`` that passes the view filters,
     - contamination ("true" unsupervised training, as SimSID's authors train on CheXpert with 10 % abnormal
-      images, their ``positive_ratio`` 0.9): ``train_abnormal_fraction`` f > 0 adds ``round(f * n / (1 - f))``
-      abnormal images of ``train.csv`` (for ``n`` normal training images) to the training split, so that they make
-      up that fraction of it. They pass the same view filters and label rules, are drawn (seeded) after every
-      other draw from the images of patients without a test image (never from ``valid.csv``), are labelled normal
-      (``label_index`` 0: the model is told nothing) and are marked by the ``contaminant`` column; the other
-      images of every split are those chosen without contamination.
+      images, their ``positive_ratio`` 0.9): with ``train_abnormal_fraction`` f > 0 abnormal images of
+      ``train.csv`` make up that fraction of the training split of ``n`` normal images. ``contamination="add"``
+      (default) adds ``round(f * n / (1 - f))`` of them to the ``n`` normal ones (4,999 + 555 at 10 %);
+      ``"replace"`` (the SimSID authors' rule) replaces ``ceil(f * n)`` of the ``n`` normal images by abnormal ones,
+      so the split keeps its size (4,499 + 500). They pass the same view filters and label rules, are drawn
+      (seeded) after every other draw from the images of patients without a test image (never from
+      ``valid.csv``), are labelled normal (``label_index`` 0: the model is told nothing) and are marked by the
+      ``contaminant`` column; the normal images replaced are drawn (seeded) last. Every other image of every split
+      is the one chosen without contamination.
 
     The authors distribute their test images (``our_test_256_pa``) but not their ids, so our draw has the same
     sizes and origin but not the same images. A pool smaller than a requested size raises an error naming both
@@ -61,9 +64,10 @@ from torchvision.transforms.v2 import Transform
 
 from anomalib_medical.data.utils.base import CachedRadiographDataModule, SelectedImage
 from anomalib_medical.data.utils.cache import CacheEntry, Preprocessing
-from anomalib_medical.data.utils.splits import contaminant_count, draw, read_label_csv
+from anomalib_medical.data.utils.splits import contaminant_count, draw, read_label_csv, replaced_count
 
 UncertainRule = Literal["ignore", "normal", "abnormal"]
+Contamination = Literal["add", "replace"]
 
 CHEXPERT_FINDINGS = (
     "Enlarged Cardiomediastinum",
@@ -140,6 +144,8 @@ class CheXpert(CachedRadiographDataModule):
             patients without a test image, labelled normal (contamination for "true" unsupervised training; SimSID's
             authors use 0.1). The ``contaminant`` column of ``train_data.samples`` marks them. Must be in
             ``[0, 1)``; default ``0.0``.
+        contamination: How the abnormal images enter the training split: ``"add"`` them to the ``train_normal``
+            normal images, or ``"replace"`` as many normal images (the SimSID authors' rule: 4,499 + 500).
         uncertain: Rule for uncertain labels: ``"ignore"``, ``"normal"`` or ``"abnormal"``.
         frontal_only: Keep frontal views only.
         pa_only: Keep posterior-anterior views only (default: the SQUID authors' `*_256_pa` setting).
@@ -168,6 +174,7 @@ class CheXpert(CachedRadiographDataModule):
         test_normal: int = 250,
         test_abnormal: int = 250,
         train_abnormal_fraction: float = 0.0,
+        contamination: Contamination = "add",
         uncertain: UncertainRule = "ignore",
         frontal_only: bool = True,
         pa_only: bool = True,
@@ -200,6 +207,10 @@ class CheXpert(CachedRadiographDataModule):
             msg = f"uncertain must be 'ignore', 'normal' or 'abnormal', got {uncertain!r}."
             raise ValueError(msg)
         contaminant_count(train_abnormal_fraction, 0)  # checks the fraction before any data is read
+        if contamination not in {"add", "replace"}:
+            msg = f"contamination must be 'add' or 'replace', got {contamination!r}."
+            raise ValueError(msg)
+        self.contamination = contamination
         self.train_normal = train_normal
         self.test_normal = test_normal
         self.test_abnormal = test_abnormal
@@ -223,9 +234,14 @@ class CheXpert(CachedRadiographDataModule):
         train_pool = train.index[outside_test & (train.label == 0)]
         train_normal = draw(train_pool, self.train_normal, rng, f"normal training images ({not_test})")
         contaminant_pool = train.index[outside_test & (train.label == 1)]
-        count = contaminant_count(self.train_abnormal_fraction, len(train_normal))
-        what = f"abnormal training images for train_abnormal_fraction={self.train_abnormal_fraction} ({not_test})"
+        fraction = self.train_abnormal_fraction
+        replace = self.contamination == "replace"
+        count = (replaced_count if replace else contaminant_count)(fraction, len(train_normal))
+        what = f"abnormal training images for train_abnormal_fraction={fraction} ({not_test})"
         self._contaminants = draw(contaminant_pool, count, rng, what)
+        if replace:
+            replaced = set(draw(train_normal, count, rng, "normal training images to replace"))
+            train_normal = [key for key in train_normal if key not in replaced]
         chosen = [
             *((key, Split.TRAIN, 0, train) for key in train_normal + self._contaminants),
             *((key, Split.TEST, 0, train) for key in test_normal),

@@ -38,19 +38,38 @@ Splits:
       labels) is where our validation images come from: ``val_normal`` + ``val_abnormal`` drawn (seeded) from
       ``unlabeled["0"]`` and ``unlabeled["1"]``, disjoint from train and test. The JSON file (``<image_id>.png``
       lists) is read from ``split_file``, or downloaded from the DDAD repository (:data:`DDAD_SPLIT_URL`) into the
-      cache folder; either way its SHA-256 must be :data:`DDAD_SPLIT_SHA256`. Labels are taken from the JSON; a
-      disagreement with the label files is logged.
+      cache folder; either way its SHA-256 must be :data:`DDAD_SPLIT_SHA256` (a downloaded file that differs is
+      kept as ``ddad_vin_data.json.rejected``). Labels are taken from the JSON; a disagreement with the label files
+      is logged.
+
+      DDAD cleaning (``ddad_cleaning=True``, the default; Baugh et al., Sec. 3, and their
+      ``multitask_method/data/vindr_cxr.py``): DDAD's normal lists hold images that one of the three radiologists
+      labelled abnormal (52 training and 10 normal test images of the published files). Each is dropped, and the
+      lists are padded back to their sizes with the other all-normal training images (those in neither cleaned
+      list), sorted by id: the training list takes the first ones, the normal test list the last ones. The numbers
+      are logged. The validation images are then drawn from DDAD's unlabelled images whose label files agree
+      (all-normal and not used for padding; abnormal). ``ddad_cleaning=False`` keeps DDAD's lists as published.
     - ``split="physionet"``: the official split: train = the normal training images less ``val_normal`` held out for
       validation with ``val_abnormal`` abnormal training images; test = the 3,000 official test images.
 
-Preprocessing (once, into the cache; :mod:`anomalib_medical.data.utils.cache`): DICOM display pipeline (modality
-LUT, VOI LUT or window, ``MONOCHROME1`` inverted; :mod:`anomalib_medical.data.utils.dicom`), resize to
-``image_size``, optional histogram equalisation. Baugh et al.'s preprocessing is ``apply_window=True,
-histogram_equalisation=True, image_size=256`` (their scaling to [-1, 1] belongs to the model's pre-processor).
+    ``test_set="official"`` replaces the test split by the 3,000 official test images (consensus labels and boxes
+    of ``image_labels_test.csv`` / ``annotations_test.csv``, PhysioNet layout), keeping the split's training and
+    validation images: a DDAD-trained model tested on VinDr_ts, as in the paper's Table 2. ``test_set="split"``
+    (default) is the split's own test set.
+
+Preprocessing (once, into the cache; :mod:`anomalib_medical.data.utils.cache`), ``preprocessing=``:
+
+- ``"display"`` (default): DICOM display pipeline (modality LUT, VOI LUT or window, ``MONOCHROME1`` inverted;
+  :mod:`anomalib_medical.data.utils.dicom`), bilinear resize to ``image_size``, optional histogram equalisation;
+- ``"baugh"``: Baugh et al.'s order (cubic resize to 512, clip to the window, equalise with 256 bins, invert
+  ``MONOCHROME1``, min-max to [-1, 1], cubic resize to ``image_size``; :mod:`anomalib_medical.data.utils.baugh`),
+  cached as ``(x + 1) / 2`` so that the localiser's ``2 x - 1`` gives back their values. The images are equalised
+  already: the model's own ``histogram_equalisation`` must be off.
 """
 
 import json
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -60,10 +79,17 @@ from anomalib.data.utils import Split
 from torchvision.transforms.v2 import Transform
 
 from anomalib_medical.data.utils.base import CachedRadiographDataModule, SelectedImage
+from anomalib_medical.data.utils.baugh import PreprocessingPreset, make_preprocessing
 from anomalib_medical.data.utils.boxes import Box, boxes_by_image
-from anomalib_medical.data.utils.cache import CacheEntry, Preprocessing
+from anomalib_medical.data.utils.cache import CacheEntry
 from anomalib_medical.data.utils.dicom import IntensityFallback
-from anomalib_medical.data.utils.download import download_file, verify_sha256
+from anomalib_medical.data.utils.download import (
+    ChecksumError,
+    download_file,
+    normalise_sha256,
+    sha256sum,
+    verify_sha256,
+)
 from anomalib_medical.data.utils.reader import DICOM_SUFFIXES
 from anomalib_medical.data.utils.splits import draw, read_label_csv
 
@@ -71,6 +97,7 @@ logger = logging.getLogger(__name__)
 
 LabelFormat = Literal["auto", "physionet", "competition"]
 VinDrSplit = Literal["ddad", "physionet"]
+VinDrTestSet = Literal["split", "official"]
 
 DDAD_SPLIT_URL = (
     "https://raw.githubusercontent.com/caiyu6666/DDAD/49efc30ec59e0d6849a5ef8a726899e2fe530445/data/vin_data.json"
@@ -135,6 +162,60 @@ class VinDrLabels:
         return cls(normal.to_dict(), boxes, labels_path)
 
 
+@dataclass(frozen=True)
+class DDADCleaning:
+    """DDAD's normal lists after Baugh et al.'s cleaning (see :func:`clean_ddad_split`).
+
+    Args:
+        train: The cleaned training list (kept images in DDAD's order, then the padding).
+        test_normal: The cleaned normal test list, likewise.
+        removed_train: DDAD training images that a radiologist labelled abnormal.
+        removed_test: DDAD normal test images that a radiologist labelled abnormal.
+        padding: The all-normal images added to either list.
+
+    """
+
+    train: list[str]
+    test_normal: list[str]
+    removed_train: list[str]
+    removed_test: list[str]
+    padding: frozenset[str]
+
+
+def clean_ddad_split(train: list[str], test_normal: list[str], labels: VinDrLabels) -> DDADCleaning:
+    """Replace the DDAD normal images that any radiologist labelled abnormal by other all-normal images.
+
+    The authors' rule: the all-normal training images (every radiologist said ``No finding``) in neither cleaned
+    list, sorted by id, pad the training list from the front and the normal test list from the back.
+
+    Raises:
+        ValueError: When there are too few such images to pad both lists without overlap.
+
+    """
+    healthy = sorted(key for key, normal in labels.normal.items() if normal)
+    abnormal = {key for key, normal in labels.normal.items() if not normal}
+    kept_train = [key for key in train if key not in abnormal]  # unknown ids are reported by the datamodule
+    kept_test = [key for key in test_normal if key not in abnormal]
+    missing_train, missing_test = len(train) - len(kept_train), len(test_normal) - len(kept_test)
+    used = set(kept_train) | set(kept_test)
+    leftover = [key for key in healthy if key not in used]
+    if len(leftover) < missing_train + missing_test:
+        msg = (
+            f"DDAD cleaning needs {missing_train + missing_test} all-normal images of {labels.source} outside the "
+            f"DDAD lists to replace the images a radiologist labelled abnormal, but there are {len(leftover)}; "
+            "pass ddad_cleaning=False to keep DDAD's lists."
+        )
+        raise ValueError(msg)
+    pad_train, pad_test = leftover[:missing_train], leftover[len(leftover) - missing_test :]
+    return DDADCleaning(
+        train=kept_train + pad_train,
+        test_normal=kept_test + pad_test,
+        removed_train=[key for key in train if key in abnormal],
+        removed_test=[key for key in test_normal if key in abnormal],
+        padding=frozenset(pad_train + pad_test),
+    )
+
+
 class VinDrCXR(CachedRadiographDataModule):
     """VinDr-CXR (Nguyen et al. 2022) with box masks; see :mod:`anomalib_medical.data.vindr_cxr`.
 
@@ -145,12 +226,17 @@ class VinDrCXR(CachedRadiographDataModule):
         split_file: DDAD JSON file; ``None`` downloads it from ``split_url`` into the cache folder.
         split_url: Where to download the DDAD JSON from.
         split_sha256: Expected SHA-256 of the JSON (default the published file's); ``None`` skips the check.
+        ddad_cleaning: Replace the DDAD normal images a radiologist labelled abnormal (Baugh et al.; module
+            docstring). Only for ``split="ddad"``.
+        test_set: ``"split"`` (the split's test images) or ``"official"`` (the 3,000 official test images, VinDr_ts).
         val_normal: Normal validation images (from DDAD's unlabelled pool, or held out of the official train set).
         val_abnormal: Abnormal validation images, likewise.
+        preprocessing: ``"display"`` or ``"baugh"`` (Baugh et al.'s order; module docstring).
         image_size: Size of the cached images, an int for square images or ``(height, width)``.
-        apply_window: Apply the DICOM VOI LUT or window when present.
-        intensity_fallback: Scaling without window: ``"minmax"`` or ``"bit_depth"``.
-        histogram_equalisation: Equalise the histogram of each cached image (Baugh et al.).
+        apply_window: Apply the DICOM VOI LUT or window when present (``"baugh"``: clip to the window).
+        intensity_fallback: Scaling without window: ``"minmax"`` or ``"bit_depth"`` (``"display"`` only).
+        histogram_equalisation: Equalise the histogram of each cached image (``"display"`` only; ``"baugh"``
+            always equalises).
         cache_dir: Parent folder of the preprocessed caches; default ``<root>_cache`` next to ``root``.
         train_batch_size: Training batch size.
         eval_batch_size: Validation and test batch size.
@@ -175,8 +261,11 @@ class VinDrCXR(CachedRadiographDataModule):
         split_file: str | Path | None = None,
         split_url: str = DDAD_SPLIT_URL,
         split_sha256: str | None = DDAD_SPLIT_SHA256,
+        ddad_cleaning: bool = True,
+        test_set: VinDrTestSet = "split",
         val_normal: int = 100,
         val_abnormal: int = 100,
+        preprocessing: PreprocessingPreset = "display",
         image_size: int | tuple[int, int] = 256,
         apply_window: bool = True,
         intensity_fallback: IntensityFallback = "minmax",
@@ -191,11 +280,12 @@ class VinDrCXR(CachedRadiographDataModule):
         augmentations: Transform | None = None,
         seed: int = 0,
     ) -> None:
-        preprocessing = Preprocessing(image_size, apply_window, intensity_fallback, histogram_equalisation)
         super().__init__(
             root=root,
             cache_dir=cache_dir,
-            preprocessing=preprocessing,
+            preprocessing=make_preprocessing(
+                preprocessing, image_size, apply_window, intensity_fallback, histogram_equalisation
+            ),
             train_batch_size=train_batch_size,
             eval_batch_size=eval_batch_size,
             num_workers=num_workers,
@@ -211,7 +301,12 @@ class VinDrCXR(CachedRadiographDataModule):
         if label_format not in {"auto", "physionet", "competition"}:
             msg = f"label_format must be 'auto', 'physionet' or 'competition', got {label_format!r}."
             raise ValueError(msg)
+        if test_set not in {"split", "official"}:
+            msg = f"test_set must be 'split' or 'official', got {test_set!r}."
+            raise ValueError(msg)
         self.split = split
+        self.ddad_cleaning = ddad_cleaning
+        self.test_set = test_set
         self.label_format = label_format
         self.split_file = Path(split_file) if split_file is not None else None
         self.split_url = split_url
@@ -258,7 +353,8 @@ class VinDrCXR(CachedRadiographDataModule):
 
         Raises:
             FileNotFoundError: When ``split_file`` is given but does not exist.
-            ChecksumError: When the file's SHA-256 differs from ``split_sha256``.
+            ChecksumError: When the file's SHA-256 differs from ``split_sha256`` (naming both digests; a file this
+                class downloaded is renamed ``<name>.rejected``, a ``split_file`` is left in place).
             ValueError: When the JSON does not have DDAD's structure.
 
         """
@@ -267,9 +363,19 @@ class VinDrCXR(CachedRadiographDataModule):
             if self.split_file is not None:
                 msg = f"DDAD split file {path} does not exist (it is published as {self.split_url})."
                 raise FileNotFoundError(msg)
-            download_file(self.split_url, path, sha256=self.split_sha256)
-        if self.split_sha256 is not None:
-            verify_sha256(path, self.split_sha256, remove_on_mismatch=self.split_file is None)
+            download_file(self.split_url, path)  # checked below, and kept for inspection if it differs
+        if self.split_sha256 is not None and self.split_file is not None:
+            verify_sha256(path, self.split_sha256)
+        elif self.split_sha256 is not None:
+            expected, actual = normalise_sha256(self.split_sha256), sha256sum(path)
+            if actual != expected:
+                rejected = path.with_name(f"{path.name}.rejected")
+                os.replace(path, rejected)
+                msg = (
+                    f"SHA-256 of the DDAD split downloaded from {self.split_url} is {actual}, expected {expected}; "
+                    f"the file was moved to {rejected} (check it, then pass it as split_file with its split_sha256)."
+                )
+                raise ChecksumError(msg)
         try:
             content = json.loads(path.read_text())
             lists = {
@@ -286,30 +392,12 @@ class VinDrCXR(CachedRadiographDataModule):
 
     def select(self) -> list[SelectedImage]:
         """Choose the images of every split (see the module docstring)."""
-        rng = self.rng()
         train_labels = self.labels("train")
-        if self.split == "ddad":
-            ids = self.ddad_split()
-            val_normal = draw(ids["unlabeled_normal"], self.val_normal, rng, "normal validation images (DDAD pool)")
-            val_abnormal = draw(ids["unlabeled_abnormal"], self.val_abnormal, rng, "abnormal validation images")
-            chosen = [
-                (ids["train"], Split.TRAIN, 0, train_labels),
-                (val_normal, Split.VAL, 0, train_labels),
-                (val_abnormal, Split.VAL, 1, train_labels),
-                (ids["test_normal"], Split.TEST, 0, train_labels),
-                (ids["test_abnormal"], Split.TEST, 1, train_labels),
-            ]
-            self._check_ddad_labels(chosen)
-        else:
+        chosen = self._ddad_choice(train_labels) if self.split == "ddad" else self._official_choice(train_labels)
+        if self.split == "physionet" or self.test_set == "official":
             test_labels = self.labels("test")
-            normal = [key for key, is_normal in train_labels.normal.items() if is_normal]
-            abnormal = [key for key, is_normal in train_labels.normal.items() if not is_normal]
-            val_normal = draw(normal, self.val_normal, rng, "normal validation images from the training set")
-            val_abnormal = draw(abnormal, self.val_abnormal, rng, "abnormal validation images from the training set")
-            chosen = [
-                (sorted(set(normal) - set(val_normal)), Split.TRAIN, 0, train_labels),
-                (val_normal, Split.VAL, 0, train_labels),
-                (val_abnormal, Split.VAL, 1, train_labels),
+            chosen = [choice for choice in chosen if choice[1] != Split.TEST]
+            chosen += [
                 (sorted(k for k, n in test_labels.normal.items() if n), Split.TEST, 0, test_labels),
                 (sorted(k for k, n in test_labels.normal.items() if not n), Split.TEST, 1, test_labels),
             ]
@@ -328,6 +416,55 @@ class VinDrCXR(CachedRadiographDataModule):
                 boxes = tuple(labels.boxes.get(image_id, ())) if label == 1 else None
                 selected.append(SelectedImage(CacheEntry(image_id, source, boxes), split, label, labels.source))
         return selected
+
+    def _ddad_choice(self, train_labels: VinDrLabels) -> list[tuple[list[str], Split, int, VinDrLabels]]:
+        """Choose the DDAD split (cleaned unless ``ddad_cleaning=False``), validation from its unlabelled pool."""
+        rng = self.rng()
+        ids = self.ddad_split()
+        train, test_normal = ids["train"], ids["test_normal"]
+        pool_normal, pool_abnormal = ids["unlabeled_normal"], ids["unlabeled_abnormal"]
+        if self.ddad_cleaning:
+            cleaning = clean_ddad_split(train, test_normal, train_labels)
+            train, test_normal = cleaning.train, cleaning.test_normal
+            # validation images as labelled by the radiologists, not among the padding (unknown ids: an error below)
+            known = train_labels.normal
+            pool_normal = [k for k in pool_normal if known.get(k, True) and k not in cleaning.padding]
+            pool_abnormal = [k for k in pool_abnormal if not known.get(k, False)]
+            logger.info(
+                "DDAD cleaning (Baugh et al.): replaced %d of %d training and %d of %d normal test images that a "
+                "radiologist labelled abnormal in %s (e.g. %s) by other all-normal images; ddad_cleaning=False keeps "
+                "DDAD's lists.",
+                len(cleaning.removed_train),
+                len(ids["train"]),
+                len(cleaning.removed_test),
+                len(ids["test_normal"]),
+                train_labels.source,
+                ", ".join((cleaning.removed_train + cleaning.removed_test)[:3]) or "none",
+            )
+        val_normal = draw(pool_normal, self.val_normal, rng, "normal validation images (DDAD pool)")
+        val_abnormal = draw(pool_abnormal, self.val_abnormal, rng, "abnormal validation images (DDAD pool)")
+        chosen = [
+            (train, Split.TRAIN, 0, train_labels),
+            (val_normal, Split.VAL, 0, train_labels),
+            (val_abnormal, Split.VAL, 1, train_labels),
+            (test_normal, Split.TEST, 0, train_labels),
+            (ids["test_abnormal"], Split.TEST, 1, train_labels),
+        ]
+        self._check_ddad_labels(chosen)
+        return chosen
+
+    def _official_choice(self, train_labels: VinDrLabels) -> list[tuple[list[str], Split, int, VinDrLabels]]:
+        """Choose the official training images less the validation images (:meth:`select` adds the test split)."""
+        rng = self.rng()
+        normal = [key for key, is_normal in train_labels.normal.items() if is_normal]
+        abnormal = [key for key, is_normal in train_labels.normal.items() if not is_normal]
+        val_normal = draw(normal, self.val_normal, rng, "normal validation images from the training set")
+        val_abnormal = draw(abnormal, self.val_abnormal, rng, "abnormal validation images from the training set")
+        return [
+            (sorted(set(normal) - set(val_normal)), Split.TRAIN, 0, train_labels),
+            (val_normal, Split.VAL, 0, train_labels),
+            (val_abnormal, Split.VAL, 1, train_labels),
+        ]
 
     @staticmethod
     def _check_ddad_labels(chosen: list[tuple[list[str], Split, int, VinDrLabels]]) -> None:

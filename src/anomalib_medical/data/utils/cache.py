@@ -2,9 +2,11 @@
 
 Decoding full-size DICOMs (or 2,000-pixel JPEGs) every epoch is far too slow, so each datamodule reads every
 selected image once at its full depth (:func:`~anomalib_medical.data.utils.reader.read_grey_or_rgb`: DICOM,
-8/16-bit either byte order, float TIFF), applies :class:`Preprocessing` (resize, optional histogram equalisation)
-and stores a 16-bit greyscale PNG (value ``round(x * 65535)``) at the training resolution, so nothing of a 12- or
-16-bit source is lost; :func:`~anomalib_medical.data.utils.reader.read_image_tensor` reads it back to ``[0, 1]``.
+8/16-bit either byte order, float TIFF), applies :class:`Preprocessing` (resize, optional histogram equalisation;
+or a preset overriding :meth:`Preprocessing.preprocess`, such as
+:class:`~anomalib_medical.data.utils.baugh.BaughPreprocessing`) and stores a 16-bit greyscale PNG (value
+``round(x * 65535)``) at the training resolution, so nothing of a 12- or 16-bit source is lost;
+:func:`~anomalib_medical.data.utils.reader.read_image_tensor` reads it back to ``[0, 1]``.
 Ground-truth masks are drawn from bounding boxes at that same resolution, with the box coordinates scaled like the
 image (8-bit, 0 or 255).
 
@@ -130,6 +132,11 @@ class Preprocessing:
         if self.histogram_equalisation and array.max() > array.min():
             array = equalize_hist(array, nbins=256)
         return np.round(array * 65535.0).astype(np.uint16)
+
+    def preprocess(self, source: Path) -> tuple[np.ndarray, tuple[int, int]]:
+        """Read and preprocess a source image: the cached ``uint16`` image and the source's ``(height, width)``."""
+        image = self.load(source)
+        return self.apply(image), (int(image.shape[0]), int(image.shape[1]))
 
 
 @dataclass(frozen=True)
@@ -325,10 +332,9 @@ class RadiographCache:
         files = self.files(entry)
         original_size: tuple[int, int] | None = None
         if self._problem(files.image, source, _IMAGE_MODES) is not None:
-            image = self.preprocessing.load(entry.source)
-            original_size = (int(image.shape[0]), int(image.shape[1]))
+            image, original_size = self.preprocessing.preprocess(entry.source)
             text = {_SOURCE: source.text(), _ORIGINAL_SIZE: f"{original_size[0]}x{original_size[1]}"}
-            self._write(files.image, self.preprocessing.apply(image), text, source)
+            self._write(files.image, image, text, source)
         if files.mask is not None and self._problem(files.mask, source, _MASK_MODES) is not None:
             size = original_size or _read_original_size(files.image)
             name = f"image {entry.key!r} ({entry.source})"

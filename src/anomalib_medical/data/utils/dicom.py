@@ -11,8 +11,13 @@ The display pipeline of the DICOM standard (PS3.3 C.11) is followed:
    switched off) the values are scaled by their minimum and maximum, or by the stored bit depth;
 4. ``MONOCHROME1`` images (where low values are displayed white) are inverted, so that the result is
    always ``MONOCHROME2``: bright bone, dark air.
+
+:func:`read_dicom_values` stops after step 2 and returns the first window and the photometric interpretation
+alongside, for preprocessing presets that use them their own way (Baugh et al.'s clips to the window before
+equalising; :mod:`anomalib_medical.data.utils.baugh`).
 """
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -55,6 +60,57 @@ def read_dicom(
         msg = f"Unknown intensity fallback {fallback!r}: expected 'minmax' or 'bit_depth'."
         raise ValueError(msg)
     path = Path(path)
+    ds, stored, photometric = _read_greyscale(path)
+    values = apply_modality_lut(stored, ds)
+    try:
+        image = _apply_voi(values, ds) if apply_window else None
+    except ValueError as error:
+        msg = f"{path}: {error}; pass apply_window=False to scale the image without it."
+        raise ValueError(msg) from error
+    if image is None:
+        image = _scale(values, ds, fallback)
+    image = np.clip(image, 0.0, 1.0).astype(np.float32)
+    return 1.0 - image if photometric == "MONOCHROME1" else image
+
+
+@dataclass(frozen=True)
+class DicomValues:
+    """A DICOM image before any display transform (for presets that window it their own way).
+
+    Args:
+        values: ``(height, width)`` ``float64`` modality values (stored values after the modality LUT or rescale).
+        window: ``(centre, width)`` of the file's first window, or ``None`` when it has none.
+        monochrome1: Whether low values are displayed white (``MONOCHROME1``).
+
+    """
+
+    values: np.ndarray
+    window: tuple[float, float] | None
+    monochrome1: bool
+
+
+def read_dicom_values(path: str | Path) -> DicomValues:
+    """Read a single-frame greyscale DICOM's modality values, first window and photometric interpretation.
+
+    Raises:
+        ValueError: As :func:`read_dicom`.
+        RuntimeError: When the pixel data cannot be decoded.
+
+    """
+    ds, stored, photometric = _read_greyscale(Path(path))
+    values = np.asarray(apply_modality_lut(stored, ds), dtype=np.float64)
+    has_window = "WindowCenter" in ds and "WindowWidth" in ds
+    window = (_first(ds.WindowCenter), _first(ds.WindowWidth)) if has_window else None
+    return DicomValues(values, window, photometric == "MONOCHROME1")
+
+
+def _read_greyscale(path: Path) -> tuple[Dataset, np.ndarray, str]:
+    """Read a DICOM file, check it is a single-frame greyscale image and decode it.
+
+    Returns:
+        The dataset, its stored values and its photometric interpretation (upper case).
+
+    """
     try:
         ds = pydicom.dcmread(path)
     except InvalidDicomError as error:
@@ -80,17 +136,7 @@ def read_dicom(
             "a pixel-data handler, e.g. `pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg`."
         )
         raise RuntimeError(msg) from error
-
-    values = apply_modality_lut(stored, ds)
-    try:
-        image = _apply_voi(values, ds) if apply_window else None
-    except ValueError as error:
-        msg = f"{path}: {error}; pass apply_window=False to scale the image without it."
-        raise ValueError(msg) from error
-    if image is None:
-        image = _scale(values, ds, fallback)
-    image = np.clip(image, 0.0, 1.0).astype(np.float32)
-    return 1.0 - image if photometric == "MONOCHROME1" else image
+    return ds, stored, photometric
 
 
 def _apply_voi(values: np.ndarray, ds: Dataset) -> np.ndarray | None:

@@ -1,5 +1,6 @@
 """Label tables and seeded, disjoint splits for data sets distributed as images plus CSV files."""
 
+import math
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -139,3 +140,24 @@ def contaminant_count(fraction: float, normal: int) -> int:
         msg = f"train_abnormal_fraction must be in [0, 1), got {fraction}."
         raise ValueError(msg)
     return round(fraction * normal / (1.0 - fraction))
+
+
+def replaced_count(fraction: float, normal: int) -> int:
+    """Count the normal training images that abnormal ones replace, so that they make up ``fraction`` of ``normal``.
+
+    This is ``ceil(fraction * normal)``, the SimSID authors' rule (they keep the first ``int(normal * (1 - f))``
+    normal images and fill the rest with abnormal ones: 4,999 CheXpert normals at 10 % become 4,499 + 500).
+
+    Args:
+        fraction: Share of the training split that is abnormal, in ``[0, 1)``.
+        normal: Normal images the training split would hold without contamination.
+
+    Returns:
+        How many normal images are replaced by abnormal ones.
+
+    Raises:
+        ValueError: When ``fraction`` is outside ``[0, 1)``.
+
+    """
+    contaminant_count(fraction, normal)  # checks the fraction
+    return math.ceil(round(fraction * normal, 9))  # rounding first: 0.3 * 10 is 3.0000000000000004

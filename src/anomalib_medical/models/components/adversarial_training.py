@@ -15,6 +15,12 @@ gets its statistics from the images seen so far, before the validation that foll
 standardised scores) and at the latest at the end of the epoch (before the epoch's checkpoint), with a warning
 when they are fewer than ``score_stats_images``. A fit that ends with the statistics never computed warns.
 
+``score_statistics="first_images"`` takes the authors' statistics instead (their ``GanAlert.collect``): the first
+``score_stats_images`` images of the training dataset in dataset order, each as the training loader delivers it
+(the dataset's augmentations applied, then the model's pre-processor), scored in eval mode at the end of every
+training epoch (the authors: ``early_stop + 1`` images, 201 for chest X-rays, 101 for DigitAnatomy). Under DDP
+rank 0's statistics are broadcast to every process.
+
 :class:`AdversarialInpaintingMixin` is mixed into an ``AnomalibModule`` subclass *before* it
 (``class Model(AdversarialInpaintingMixin, AnomalibModule)``), so the model stays a direct subclass
 of ``AnomalibModule`` (what ``anomalib.models.get_model`` looks for).
@@ -22,7 +28,7 @@ of ``AnomalibModule`` (what ``anomalib.models.get_model`` looks for).
 
 import warnings
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import openvino as ov
 import torch
@@ -40,6 +46,8 @@ from .losses import DiscriminatorLoss, InpaintingGeneratorLoss
 from .memory import MemoryQueue
 from .quantisation import quantise_int8
 from .validation import check_number
+
+ScoreStatistics = Literal["recent", "first_images"]
 
 
 def as_size(size: int | Sequence[int]) -> tuple[int, int]:
@@ -74,6 +82,7 @@ class AdversarialInpaintingMixin(CheckedModuleMixin):
         scheduler_t_max: int,
         min_lr_ratio: float,
         score_stats_images: int,
+        score_statistics: ScoreStatistics = "recent",
     ) -> None:
         """Set the losses and optimisation hyper-parameters (arguments documented by the host model).
 
@@ -96,6 +105,9 @@ class AdversarialInpaintingMixin(CheckedModuleMixin):
         check_number("scheduler_t_max", scheduler_t_max, 1, integer=True)
         check_number("min_lr_ratio", min_lr_ratio, 0, 1)
         check_number("score_stats_images", score_stats_images, 2, integer=True)  # a standard deviation needs 2
+        if score_statistics not in {"recent", "first_images"}:
+            msg = f"Unknown score_statistics {score_statistics!r}; expected 'recent' or 'first_images'."
+            raise ValueError(msg)
         self.generator_loss = InpaintingGeneratorLoss(
             reconstruction_weight, teacher_weight, distillation_weight, adversarial_weight
         )
@@ -107,6 +119,7 @@ class AdversarialInpaintingMixin(CheckedModuleMixin):
         self.scheduler_t_max = scheduler_t_max
         self.min_lr_ratio = min_lr_ratio
         self.score_stats_images = score_stats_images
+        self.score_statistics = score_statistics
         self.automatic_optimization = False
         self._recent_images: list[torch.Tensor] = []
         self._statistics_stale = False  # trained on images the score statistics have not seen
@@ -189,8 +202,10 @@ class AdversarialInpaintingMixin(CheckedModuleMixin):
 
     def _remember(self, images: torch.Tensor) -> None:
         """Keep enough recent training images (``[0, 1]``) for the score statistics, queued ones included."""
-        self._recent_images.append(images)
         self._statistics_stale = True
+        if self.score_statistics == "first_images":
+            return
+        self._recent_images.append(images)
         keep = self.score_stats_images + self._queued_images()
         while sum(len(chunk) for chunk in self._recent_images[1:]) >= keep:
             self._recent_images.pop(0)
@@ -206,8 +221,11 @@ class AdversarialInpaintingMixin(CheckedModuleMixin):
             context: Why they are computed now, when not at the last batch of an epoch (starts a warning).
 
         """
-        images = torch.cat(self._recent_images)
         self._statistics_stale = False
+        if self.score_statistics == "first_images":
+            self._set_first_images_statistics()
+            return
+        images = torch.cat(self._recent_images)
         queued = self._queued_images()
         problems = []
         if queued and len(images) > queued:
@@ -228,11 +246,48 @@ class AdversarialInpaintingMixin(CheckedModuleMixin):
         if problems:
             message = " Also, ".join(problems)
             warnings.warn(f"{context}: {message}" if context else message[0].upper() + message[1:], stacklevel=2)
+        self.model.set_score_statistics(self._gather(self._eval_raw_scores(images)))
+
+    def _eval_raw_scores(self, images: torch.Tensor) -> torch.Tensor:
+        """Raw score components ``(N, 3)`` of channel-reduced images, the torch model in eval mode."""
         training = self.model.training
         self.model.eval()
         raw = torch.cat([self.model.raw_scores(chunk)[0] for chunk in images.split(32)])
         self.model.train(training)
-        self.model.set_score_statistics(self._gather(raw))
+        return raw
+
+    def first_training_images(self) -> torch.Tensor:
+        """Return the first ``score_stats_images`` training images in dataset order, as training sees them.
+
+        Each is read from the training dataloader's dataset (its augmentations applied), put through the
+        pre-processor's transform and reduced to the network's channels.
+
+        Raises:
+            ValueError: If the training dataloader has no indexable dataset or it holds fewer images.
+
+        """
+        dataset = getattr(self.trainer.train_dataloader, "dataset", None)
+        if dataset is None or not hasattr(dataset, "__getitem__") or not hasattr(dataset, "__len__"):
+            msg = "score_statistics='first_images' needs a training DataLoader over an indexable dataset."
+            raise ValueError(msg)
+        if len(dataset) < self.score_stats_images:
+            msg = (
+                f"score_statistics='first_images' needs score_stats_images={self.score_stats_images} training "
+                f"images, but the training dataset holds {len(dataset)}: lower score_stats_images."
+            )
+            raise ValueError(msg)
+        transform = getattr(self.pre_processor, "transform", None)
+        images = []
+        for index in range(self.score_stats_images):
+            image = dataset[index].image[None].to(self.device)
+            images.append(transform(image) if transform is not None else image)
+        return self.model.reduce_channels(torch.cat(images))
+
+    @torch.no_grad()
+    def _set_first_images_statistics(self) -> None:
+        """Score statistics of :meth:`first_training_images` in eval mode, rank 0's on every process."""
+        raw = self._eval_raw_scores(self.first_training_images())
+        self.model.set_score_statistics(self.trainer.strategy.broadcast(raw, src=0))
 
     def setup(self, stage: str) -> None:
         """On CPU, fit in channels-last memory format (oneDNN's convolutions are faster on it).

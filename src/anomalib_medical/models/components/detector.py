@@ -33,6 +33,7 @@ ScoreType = Literal["discriminator", "residual_image", "residual_feature", "resi
 AnomalyMapType = Literal["image", "feature"]
 ResidualPooling = Literal["mean", "max"]
 FeatureResidual = Literal["encoder", "memory"]
+DiscriminatorScoring = Literal["running", "per_image"]
 
 # Raw score components, in the order of the ``score_mean``/``score_std`` buffers.
 SCORE_COMPONENTS: tuple[str, ...] = ("discriminator", "residual_image", "residual_feature")
@@ -62,6 +63,9 @@ class InpaintingDetector(nn.Module):
             smoothed map.
         feature_residual: The feature-space residual (score component and ``"feature"`` map): ``"encoder"``
             (encoder features of input vs reconstruction) or ``"memory"`` (patch distance to the memory).
+        discriminator_scoring: Batch norm of the discriminator when it scores: ``"running"`` (its running
+            statistics, eval mode) or ``"per_image"`` (each image's own statistics: the authors' train-mode
+            discriminator with one test image per batch; no buffer changes, batch size does not matter).
 
     """
 
@@ -75,6 +79,7 @@ class InpaintingDetector(nn.Module):
         map_sigma: float = 2.0,
         residual_pooling: ResidualPooling = "mean",
         feature_residual: FeatureResidual = "encoder",
+        discriminator_scoring: DiscriminatorScoring = "running",
     ) -> None:
         super().__init__()
         if score_type not in SCORE_WEIGHTS:
@@ -89,12 +94,24 @@ class InpaintingDetector(nn.Module):
         if feature_residual not in {"encoder", "memory"}:
             msg = f"Unknown feature_residual {feature_residual!r}; expected 'encoder' or 'memory'."
             raise ValueError(msg)
+        if discriminator_scoring not in {"running", "per_image"}:
+            msg = f"Unknown discriminator_scoring {discriminator_scoring!r}; expected 'running' or 'per_image'."
+            raise ValueError(msg)
+        normalised = any(isinstance(module, nn.BatchNorm2d) for module in discriminator.modules())
+        if discriminator_scoring == "per_image" and normalised and discriminator.output_size == (1, 1):
+            msg = (
+                "discriminator_scoring='per_image' normalises each image by the statistics of its feature maps, but "
+                f"the discriminator's last map is 1 x 1 for image_size {generator.image_size} (one value per "
+                "channel, no statistics): use larger images or fewer discriminator_channels."
+            )
+            raise ValueError(msg)
         check_number("map_sigma", map_sigma, 0)
         self.in_channels = in_channels
         self.score_type = score_type
         self.anomaly_map_type = anomaly_map_type
         self.residual_pooling = residual_pooling
         self.feature_residual = feature_residual
+        self.discriminator_scoring = discriminator_scoring
         self.generator = generator
         self.discriminator = discriminator
         self.blur = GaussianBlur2d(sigma=map_sigma, channels=1) if map_sigma > 0 else nn.Identity()
@@ -156,7 +173,8 @@ class InpaintingDetector(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Raw (unstandardised) score components and the anomaly map, without touching any buffer.
 
-        - ``discriminator``: the negative real/fake logit of the student reconstruction (the papers').
+        - ``discriminator``: the negative real/fake logit of the student reconstruction (the papers'), with the
+          batch norms of ``discriminator_scoring``.
         - ``residual_image``: the pooled squared residual ``(x - x_hat)**2`` (:meth:`pool`).
         - ``residual_feature``: with ``feature_residual="encoder"`` the pooled encoder-feature residual;
           with ``"memory"`` the largest patch distance to the memory (:meth:`memory_distance_map`).
@@ -187,7 +205,9 @@ class InpaintingDetector(nn.Module):
                 feature_map = self.blur(feature_map)
         scores = torch.stack(
             [
-                -self.discriminator(output.reconstruction) if "discriminator" in components else zeros,
+                -self.discriminator(output.reconstruction, per_image=self.discriminator_scoring == "per_image")
+                if "discriminator" in components
+                else zeros,
                 image_score if "residual_image" in components else zeros,
                 feature_score if "residual_feature" in components else zeros,
             ],

@@ -1,4 +1,10 @@
-"""Image discriminator of SQUID/SimSID (the authors' ``SimpleDiscriminator``)."""
+"""Image discriminator of SQUID/SimSID (the authors' ``SimpleDiscriminator``).
+
+The authors score test images with the discriminator in training mode, one image per batch (their
+``alert.py`` never calls ``discriminator.eval()``), so its batch norms normalise every image by its own
+statistics. ``per_image=True`` computes exactly that (batch norm of a batch of one is instance norm with the
+batch norm's affine parameters) for any batch size, and reads or writes no running statistic.
+"""
 
 from collections.abc import Sequence
 
@@ -40,8 +46,26 @@ class ImageDiscriminator(nn.Module):
             in_channels = out_channels
             height, width = (height + 1) // 2, (width + 1) // 2
         self.features = nn.Sequential(*layers)
+        self.output_size = (height, width)
         self.classifier = nn.Linear(in_channels * height * width, 1)
 
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
-        """Return logits of shape ``(B,)`` for images ``(B, C, H, W)``."""
-        return self.classifier(self.features(image).flatten(1))[:, 0]
+    def forward(self, image: torch.Tensor, per_image: bool = False) -> torch.Tensor:
+        """Return logits of shape ``(B,)`` for images ``(B, C, H, W)``.
+
+        Args:
+            image: Images in the generator's output range.
+            per_image: Normalise each image by its own batch-norm statistics (the authors' train-mode scoring of
+                one image per batch) instead of the batch norms' usual behaviour; no buffer is read or written.
+
+        """
+        if not per_image:
+            return self.classifier(self.features(image).flatten(1))[:, 0]
+        x = image
+        for layer in self.features:
+            if isinstance(layer, nn.BatchNorm2d):
+                mean = x.mean(dim=(2, 3), keepdim=True)
+                var = (x - mean).pow(2).mean(dim=(2, 3), keepdim=True)  # biased, as batch norm normalises
+                x = (x - mean) * torch.rsqrt(var + layer.eps) * layer.weight[:, None, None] + layer.bias[:, None, None]
+            else:
+                x = layer(x)
+        return self.classifier(x.flatten(1))[:, 0]

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from anomalib_medical.models.components.conv_blocks import SkipOp
 from anomalib_medical.models.components.detector import (
     AnomalyMapType,
+    DiscriminatorScoring,
     FeatureResidual,
     InpaintingDetector,
     ResidualPooling,
@@ -65,6 +66,8 @@ class SimSIDModel(InpaintingDetector):
         residual_pooling: Residual image scores: ``mean`` of the map or ``max`` of the smoothed map (ours).
         feature_residual: ``encoder`` (encoder features of input vs reconstruction) or ``memory`` (each
             patch's distance to the nearest learned memory slot).
+        discriminator_scoring: ``"running"`` (eval-mode batch norm) or ``"per_image"`` (each image's own
+            batch-norm statistics: the authors' train-mode discriminator scoring one image at a time).
 
     """
 
@@ -97,6 +100,7 @@ class SimSIDModel(InpaintingDetector):
         map_sigma: float = 2.0,
         residual_pooling: ResidualPooling = "mean",
         feature_residual: FeatureResidual = "encoder",
+        discriminator_scoring: DiscriminatorScoring = "running",
     ) -> None:
         generator = InpaintingGenerator(
             image_size=image_size,
@@ -131,4 +135,5 @@ class SimSIDModel(InpaintingDetector):
             map_sigma,
             residual_pooling,
             feature_residual,
+            discriminator_scoring,
         )

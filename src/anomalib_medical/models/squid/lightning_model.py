@@ -5,7 +5,7 @@ Example:
     >>> from anomalib_medical.data import DigitAnatomy
     >>> from anomalib_medical.models import Squid
     >>> engine = Engine(max_epochs=2)
-    >>> engine.fit(Squid(image_size=64, grid=2), datamodule=DigitAnatomy())  # doctest: +SKIP
+    >>> engine.fit(Squid(image_size=64, patches_per_side=2), datamodule=DigitAnatomy())  # doctest: +SKIP
 
 Paper: https://arxiv.org/abs/2111.13495; authors' code: https://github.com/tiangexiang/SQUID (MIT).
 
@@ -18,9 +18,20 @@ from anomalib.models.components import AnomalibModule
 from anomalib.visualization import Visualizer
 from torch import nn
 
-from anomalib_medical.models.components.adversarial_training import AdversarialInpaintingMixin, as_size
+from anomalib_medical.models.components.adversarial_training import (
+    AdversarialInpaintingMixin,
+    ScoreStatistics,
+    as_size,
+)
 from anomalib_medical.models.components.conv_blocks import SkipOp
-from anomalib_medical.models.components.detector import AnomalyMapType, FeatureResidual, ResidualPooling, ScoreType
+from anomalib_medical.models.components.deprecation import GRID_REASON, renamed_argument
+from anomalib_medical.models.components.detector import (
+    AnomalyMapType,
+    DiscriminatorScoring,
+    FeatureResidual,
+    ResidualPooling,
+    ScoreType,
+)
 from anomalib_medical.models.components.memory import DecoderMemoryMode
 from anomalib_medical.visualization import RadiographVisualizerDefault
 
@@ -41,7 +52,8 @@ class Squid(AdversarialInpaintingMixin, RadiographVisualizerDefault, AnomalibMod
     Args:
         image_size: Model input size; the default pre-processor resizes to it.
         in_channels: Channels the network sees (``1``: grey, the mean of anomalib's 3 channels).
-        grid: Patches per side (the paper's N).
+        patches_per_side: Patches per side (the paper's N).
+        grid: Deprecated name of ``patches_per_side`` (a ``grid`` key is a grid search to ``anomalib benchmark``).
         levels: Encoder down-sampling stages.
         base_channels: Channels of the encoder stem.
         skip_ops: Skip fusion per decoder step from the bottleneck up (``concat``/``add``/``none``).
@@ -64,6 +76,9 @@ class Squid(AdversarialInpaintingMixin, RadiographVisualizerDefault, AnomalibMod
         residual_pooling: Residual image score: ``max`` of the smoothed map (ours) or ``mean`` of the map.
         feature_residual: ``memory`` (patch distance to the memory queue) or ``encoder`` (encoder features of
             input vs reconstruction).
+        discriminator_scoring: Discriminator batch norm when scoring: ``running`` (eval mode, ours) or
+            ``per_image`` (each image's own statistics, no buffer changed: the authors' train-mode discriminator
+            scoring one image per batch, the papers' score).
         reconstruction_weight: Student reconstruction loss weight.
         teacher_weight: Teacher reconstruction loss weight.
         distillation_weight: Distillation loss weight.
@@ -76,6 +91,10 @@ class Squid(AdversarialInpaintingMixin, RadiographVisualizerDefault, AnomalibMod
         scheduler_t_max: Period of the generator's cosine learning-rate schedule, epochs.
         min_lr_ratio: Final learning rate of the schedule relative to ``lr``.
         score_stats_images: Training images used for the score mean/std.
+        score_statistics: Which training images: ``recent`` (the last ``score_stats_images`` of each epoch whose
+            features left the memory queue, ours) or ``first_images`` (the first ``score_stats_images`` of the
+            training dataset in dataset order, augmented as training sees them: the authors', who use 201 for
+            chest X-rays and 101 for DigitAnatomy).
         pre_processor: Pre-processor, or ``True`` for a resize to ``image_size``.
         post_processor: Post-processor, or ``True`` for the default.
         evaluator: Evaluator, or ``True`` for the default.
@@ -87,7 +106,8 @@ class Squid(AdversarialInpaintingMixin, RadiographVisualizerDefault, AnomalibMod
         self,
         image_size: int | Sequence[int] = 128,
         in_channels: int = 1,
-        grid: int = 2,
+        patches_per_side: int = 2,
+        grid: int | None = None,
         levels: int = 4,
         base_channels: int = 32,
         skip_ops: Sequence[SkipOp] = ("concat", "concat", "none", "none"),
@@ -107,6 +127,7 @@ class Squid(AdversarialInpaintingMixin, RadiographVisualizerDefault, AnomalibMod
         map_sigma: float = 2.0,
         residual_pooling: ResidualPooling = "max",
         feature_residual: FeatureResidual = "memory",
+        discriminator_scoring: DiscriminatorScoring = "running",
         reconstruction_weight: float = 10.0,
         teacher_weight: float = 0.01,
         distillation_weight: float = 0.001,
@@ -119,6 +140,7 @@ class Squid(AdversarialInpaintingMixin, RadiographVisualizerDefault, AnomalibMod
         scheduler_t_max: int = 300,
         min_lr_ratio: float = 0.1,
         score_stats_images: int = 100,
+        score_statistics: ScoreStatistics = "recent",
         pre_processor: nn.Module | bool = True,
         post_processor: nn.Module | bool = True,
         evaluator: Evaluator | bool = True,
@@ -136,7 +158,7 @@ class Squid(AdversarialInpaintingMixin, RadiographVisualizerDefault, AnomalibMod
         self.model = SquidModel(
             image_size=size,
             in_channels=in_channels,
-            grid=grid,
+            grid=renamed_argument("Squid", "patches_per_side", patches_per_side, "grid", grid, GRID_REASON),
             levels=levels,
             base_channels=base_channels,
             skip_ops=tuple(skip_ops),
@@ -156,6 +178,7 @@ class Squid(AdversarialInpaintingMixin, RadiographVisualizerDefault, AnomalibMod
             map_sigma=map_sigma,
             residual_pooling=residual_pooling,
             feature_residual=feature_residual,
+            discriminator_scoring=discriminator_scoring,
         )
         self.configure_adversarial_training(
             reconstruction_weight=reconstruction_weight,
@@ -170,4 +193,5 @@ class Squid(AdversarialInpaintingMixin, RadiographVisualizerDefault, AnomalibMod
             scheduler_t_max=scheduler_t_max,
             min_lr_ratio=min_lr_ratio,
             score_stats_images=score_stats_images,
+            score_statistics=score_statistics,
         )

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from anomalib_medical.models.components.conv_blocks import SkipOp
 from anomalib_medical.models.components.detector import (
     AnomalyMapType,
+    DiscriminatorScoring,
     FeatureResidual,
     InpaintingDetector,
     ResidualPooling,
@@ -63,6 +64,8 @@ class SquidModel(InpaintingDetector):
             default: DigitAnatomy's anomalies are single cells) or the ``"mean"`` reconstruction error.
         feature_residual: ``"memory"`` (each patch's distance to the memory queue, the default) or
             ``"encoder"`` (encoder features of input vs reconstruction).
+        discriminator_scoring: ``"running"`` (eval-mode batch norm) or ``"per_image"`` (each image's own
+            batch-norm statistics: the authors' train-mode discriminator scoring one image at a time).
 
     """
 
@@ -91,6 +94,7 @@ class SquidModel(InpaintingDetector):
         map_sigma: float = 2.0,
         residual_pooling: ResidualPooling = "max",
         feature_residual: FeatureResidual = "memory",
+        discriminator_scoring: DiscriminatorScoring = "running",
     ) -> None:
         generator = InpaintingGenerator(
             image_size=image_size,
@@ -125,4 +129,5 @@ class SquidModel(InpaintingDetector):
             map_sigma,
             residual_pooling,
             feature_residual,
+            discriminator_scoring,
         )

@@ -41,9 +41,11 @@ from .tasks import TASK_NAMES, num_folds, task_split
 
 logger = logging.getLogger(__name__)
 
+#: Test metrics of the report (the evaluator's ranking metrics, on the raw maps: :func:`..metrics.raw_metrics`).
 REPORTED_METRICS = (
     "image_AUROC",
     "image_AUPR",
+    "image_AveragePrecision",
     "pixel_AUROC",
     "pixel_AUPR",
     "pixel_AveragePrecision",

@@ -37,6 +37,7 @@ ARCHITECTURE_KEYS = (
     "positional_encoding",
     "score_aggregation",
     "histogram_equalisation",
+    "spatial_dims",
 )
 
 
@@ -82,14 +83,15 @@ class SyntheticTaskLocaliserEnsemble(RadiographVisualizerDefault, AnomalibModule
         num_members: Number of fold models.
         depth: U-Net depth of every member.
         base_channels: Channels of the members' first U-Net stage.
-        max_channels: Channel cap of the members' U-Nets.
+        max_channels: Channel cap of the members' U-Nets (``None``: 512 in 2-D, 320 in 3-D).
         positional_encoding: Whether the members use positional-encoding channels.
         score_aggregation: Image score from the mean map.
         histogram_equalisation: Whether the members equalise their inputs' histograms.
-        image_size: Resize target of the default pre-processor.
+        image_size: Resize target of the default pre-processor (``None``: 256x256 in 2-D; no resizing in 3-D).
+        spatial_dims: 2 for images, 3 for volumes.
         pre_processor: Pre-processor or flag (use the members' one).
         post_processor: Post-processor or flag.
-        evaluator: Evaluator or flag (default: image/pixel AUROC, AUPR and F1).
+        evaluator: Evaluator or flag (default: the members', on the raw maps).
         visualizer: Visualizer or flag.
 
     """
@@ -99,18 +101,19 @@ class SyntheticTaskLocaliserEnsemble(RadiographVisualizerDefault, AnomalibModule
         num_members: int = 5,
         depth: int = 7,
         base_channels: int = 32,
-        max_channels: int = 480,
+        max_channels: int | None = None,
         positional_encoding: bool = True,
         score_aggregation: ScoreAggregation = "mean",
         histogram_equalisation: bool = False,
-        image_size: tuple[int, int] = (256, 256),
+        image_size: tuple[int, int] | None = None,
+        spatial_dims: int = 2,
         pre_processor: PreProcessor | bool = True,
         post_processor: PostProcessor | bool = True,
         evaluator: Evaluator | bool = True,
         visualizer: Visualizer | bool = True,
     ) -> None:
         if pre_processor is True:
-            pre_processor = self.configure_pre_processor(image_size)
+            pre_processor = self.configure_pre_processor(image_size) if spatial_dims == 2 else PreProcessor()
         super().__init__(
             pre_processor=pre_processor,
             post_processor=post_processor,
@@ -125,6 +128,7 @@ class SyntheticTaskLocaliserEnsemble(RadiographVisualizerDefault, AnomalibModule
                 positional_encoding,
                 score_aggregation=score_aggregation,
                 histogram_equalisation=histogram_equalisation,
+                spatial_dims=spatial_dims,
             )
             for _ in range(num_members)
         ]
@@ -136,8 +140,8 @@ class SyntheticTaskLocaliserEnsemble(RadiographVisualizerDefault, AnomalibModule
         return SyntheticTaskLocaliser.configure_pre_processor(image_size)
 
     def configure_post_processor(self) -> PostProcessor:
-        """Use the one-class post-processor of the members (F1-adaptive thresholds from validation)."""
-        return PostProcessor()
+        """Use the members' post-processor (F1-adaptive thresholds from validation; keeps the raw maps)."""
+        return SyntheticTaskLocaliser.configure_post_processor()
 
     @staticmethod
     def configure_evaluator() -> Evaluator:

@@ -6,6 +6,12 @@ continuous and flat near 0 (unlike NSA's logistic function), and tends to 1 for 
 region is then post-processed as in the authors' code: a grey closing, then the filling of regional minima not
 connected to the region's bounding box (morphological reconstruction by erosion), so that unchanged pixels
 surrounded by changed ones are labelled like their surroundings.
+
+Müller et al.'s probabilistic PII (UNSURE 2023) labels its blends instead by the scaled absolute change,
+``min(1, k |x|)`` with ``k = 10`` in the authors' ``batch_provider.py`` (:func:`probabilistic_labels`): linear,
+not flat near 0, saturating at ``|x| = 1 / k``, and without the closing and filling (their blends are soft-edged
+means over several raters' masks, so the label is soft too). The authors do not clip at 1; we do, so that labels
+stay in the [0, 1] range of the localiser's output and metrics.
 """
 
 from __future__ import annotations
@@ -49,3 +55,10 @@ def label_anomalies(corrupted: np.ndarray, original: np.ndarray, mask: np.ndarra
     for region in ndimage.find_objects(regions):
         labels[region] = fill_region(labels[region])
     return labels
+
+
+def probabilistic_labels(
+    corrupted: np.ndarray, original: np.ndarray, mask: np.ndarray, scale: float = 10.0
+) -> np.ndarray:
+    """P-PII labels ``min(1, scale * |corrupted - original|)`` inside ``mask``, zero outside."""
+    return np.minimum(scale * np.abs(corrupted - original), 1.0) * mask

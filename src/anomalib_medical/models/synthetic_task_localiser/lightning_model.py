@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from anomalib import LearningType
 from anomalib.data import Batch
-from anomalib.metrics import AUPR, AUROC, Evaluator, F1Score
+from anomalib.metrics import Evaluator
 from anomalib.models.components import AnomalibModule
 from anomalib.post_processing import PostProcessor
 from anomalib.pre_processing import PreProcessor
@@ -41,12 +41,14 @@ from torchmetrics import MeanSquaredError
 from torchmetrics.classification import BinaryAveragePrecision
 from torchvision.transforms.v2 import Compose, Resize
 
-from anomalib_medical.metrics import AveragePrecision, ChunkedAveragePrecision
+from anomalib_medical.metrics import raw_metrics
 from anomalib_medical.models.components.lightning_checks import CheckedModuleMixin
+from anomalib_medical.models.components.unet import check_spatial_dims
 from anomalib_medical.models.components.validation import check_number
+from anomalib_medical.post_processing import RawMapPostProcessor
 from anomalib_medical.visualization import RadiographVisualizerDefault
 
-from .tasks import TASK_NAMES, SyntheticAnomalyGenerator, build_task
+from .tasks import TASK_NAMES, ForegroundRule, SourceIntensity, SyntheticAnomalyGenerator, build_task
 from .torch_model import ScoreAggregation, SyntheticTaskLocaliserModel
 
 logger = logging.getLogger(__name__)
@@ -73,30 +75,40 @@ class SyntheticTaskLocaliser(CheckedModuleMixin, RadiographVisualizerDefault, An
         sigma: Standard deviation of the flipped-Gaussian labelling function (task space [-1, 1]).
         intensity_scale: Scale of the smooth intensity change task (task space).
         push_distance: Push-distance range in pixels of the deformation tasks (authors: 0.5 to 10 at 256x256).
-        source_images: Folder of external images for inter-dataset blending (``None``: scikit-image photographs).
+        source_images: Folder of external images for inter-dataset blending (``None``: scikit-image photographs;
+            3-D targets need a folder of ``.npy`` volumes).
+        source_intensity: External sources brought into task space by ``"equalise"`` (256-bin histogram
+            equalisation to [-1, 1], the authors' ImageNet) or ``"zscore"`` (within the foreground, their volumes).
+        probabilistic_blending: Both blending tasks as Mueller et al.'s P-PII (up-scaled source gradients, several
+            raters' masks, labels ``min(1, 10 |change|)``); meant with ``histogram_equalisation``.
         foreground_threshold: Foreground of an image for the 50 % overlap rule, as a fraction of its intensity
             range; ``None`` treats the whole image as foreground (as the authors do for chest X-rays).
+        foreground_rule: ``"threshold"`` (``foreground_threshold``) or ``"nonzero"``: ``binary_fill_holes(x != 0)``
+            per image, the authors' brain-MRI rule for z-scored volumes with a zero background.
         min_size: Smallest target-mask axis as a fraction of the image.
         max_size: Largest target-mask extent as a fraction of the image.
-        depth: U-Net depth (paper: 7 at 256x256).
+        depth: U-Net depth (authors: 7 at 256x256, 5 for 80x112x80 brain volumes).
         base_channels: Channels of the first U-Net stage.
-        max_channels: U-Net channel cap.
+        max_channels: U-Net channel cap (``None``: nnU-Net's 512 in 2-D, 320 in 3-D, as the authors).
         positional_encoding: Add coordinate and random-Fourier-feature input channels.
         score_aggregation: Image score from the pixel map: ``"mean"`` (authors) or ``"max"``.
-        learning_rate: Peak AdamW learning rate (authors: 5e-3).
+        learning_rate: Peak AdamW learning rate (authors: 5e-3 for radiographs, 1e-3 for brain volumes).
         weight_decay: AdamW weight decay (authors: 0).
         warmup_steps: Optimiser steps of linear warm-up from 1 % of the peak (authors: 100).
         decay_rate: Per-step exponential decay after warm-up (authors: 0.9997122, a factor e per ~3,470 steps).
         min_lr_factor: Floor of the decay as a fraction of the peak (authors: 1/20).
         histogram_equalisation: Equalise each input image's histogram (in the torch model, so in the exported
             graph; Mueller et al., 2023).
-        image_size: Resize target of the default pre-processor.
+        image_size: Resize target of the default pre-processor (``None``: 256x256 in 2-D; in 3-D the default
+            pre-processor does not resize, so ``image_size`` must stay ``None``).
+        spatial_dims: 2 for images ``(N, C, H, W)``, 3 for volumes ``(N, C, D, H, W)`` (network, positional
+            encoding, equalisation and scoring; volumes through anomalib's engine are a later step).
         seed: Seed of the training tasks' random generator (``None``: ``torch.initial_seed()`` at fit start, so
             ``seed_everything`` makes training reproducible).
         validation_seed: Seed of the validation corruptions, re-used at every validation epoch.
         pre_processor: Pre-processor, or ``True`` for the default (resize to ``image_size``).
-        post_processor: Post-processor or flag.
-        evaluator: Evaluator or flag (default: image/pixel AUROC, AUPR and F1).
+        post_processor: Post-processor or flag (default: :class:`.RawMapPostProcessor`, keeping the raw maps).
+        evaluator: Evaluator or flag (default: image/pixel AUROC, AUPR, AP and F1, on the raw maps).
         visualizer: Visualizer or flag.
 
     Raises:
@@ -112,12 +124,15 @@ class SyntheticTaskLocaliser(CheckedModuleMixin, RadiographVisualizerDefault, An
         intensity_scale: float = 0.2,
         push_distance: tuple[float, float] = (0.5, 10.0),
         source_images: str | Path | None = None,
+        source_intensity: SourceIntensity = "equalise",
+        probabilistic_blending: bool = False,
         foreground_threshold: float | None = None,
+        foreground_rule: ForegroundRule = "threshold",
         min_size: float = 0.06,
         max_size: float = 0.8,
         depth: int = 7,
         base_channels: int = 32,
-        max_channels: int = 480,
+        max_channels: int | None = None,
         positional_encoding: bool = True,
         score_aggregation: ScoreAggregation = "mean",
         learning_rate: float = 5e-3,
@@ -126,7 +141,8 @@ class SyntheticTaskLocaliser(CheckedModuleMixin, RadiographVisualizerDefault, An
         decay_rate: float = 0.9997122182804811,
         min_lr_factor: float = 0.05,
         histogram_equalisation: bool = False,
-        image_size: tuple[int, int] = (256, 256),
+        image_size: tuple[int, int] | None = None,
+        spatial_dims: int = 2,
         seed: int | None = None,
         validation_seed: int = 0,
         pre_processor: PreProcessor | bool = True,
@@ -149,12 +165,17 @@ class SyntheticTaskLocaliser(CheckedModuleMixin, RadiographVisualizerDefault, An
         check_number("warmup_steps", warmup_steps, 0, integer=True)
         check_number("decay_rate", decay_rate, 0, 1, low_open=True)
         check_number("min_lr_factor", min_lr_factor, 0, 1)
-        for side in image_size:
-            check_number("image_size", side, 1, integer=True)
+        spatial_dims = check_spatial_dims(spatial_dims)
+        if image_size is not None:
+            if spatial_dims == 3:
+                msg = "image_size must be None for spatial_dims=3: the default pre-processor does not resize volumes"
+                raise ValueError(msg)
+            for side in image_size:
+                check_number("image_size", side, 1, integer=True)
         check_number("seed", seed, 0, integer=True, optional=True)
         check_number("validation_seed", validation_seed, 0, integer=True)
         if pre_processor is True:
-            pre_processor = self.configure_pre_processor(image_size)
+            pre_processor = self.configure_pre_processor(image_size) if spatial_dims == 2 else PreProcessor()
         super().__init__(
             pre_processor=pre_processor,
             post_processor=post_processor,
@@ -171,6 +192,8 @@ class SyntheticTaskLocaliser(CheckedModuleMixin, RadiographVisualizerDefault, An
             "intensity_scale": intensity_scale,
             "push_distance": tuple(push_distance),
             "source_images": source_images,
+            "source_intensity": source_intensity,
+            "probabilistic_blending": probabilistic_blending,
             "min_size": min_size,
             "max_size": max_size,
         }
@@ -178,10 +201,11 @@ class SyntheticTaskLocaliser(CheckedModuleMixin, RadiographVisualizerDefault, An
             [build_task(name, **task_options) for name in train_tasks],
             sigma,
             foreground_threshold,
+            foreground_rule,
         )
         validation = [build_task(name, **task_options) for name in validation_tasks]
         self.validation_generator = (
-            SyntheticAnomalyGenerator(validation, sigma, foreground_threshold) if validation else None
+            SyntheticAnomalyGenerator(validation, sigma, foreground_threshold, foreground_rule) if validation else None
         )
         self.model = SyntheticTaskLocaliserModel(
             depth=depth,
@@ -190,6 +214,7 @@ class SyntheticTaskLocaliser(CheckedModuleMixin, RadiographVisualizerDefault, An
             positional_encoding=positional_encoding,
             score_aggregation=score_aggregation,
             histogram_equalisation=histogram_equalisation,
+            spatial_dims=spatial_dims,
         )
         self.synthetic_ap = BinaryAveragePrecision(thresholds=torch.linspace(0, 1, 1001))
         self.synthetic_mse = MeanSquaredError()
@@ -209,24 +234,20 @@ class SyntheticTaskLocaliser(CheckedModuleMixin, RadiographVisualizerDefault, An
         return PreProcessor(transform=Compose([Resize(image_size or (256, 256), antialias=True)]))
 
     @staticmethod
-    def configure_evaluator() -> Evaluator:
-        """Image- and pixel-level AUROC, AUPR, F1 and the paper's average precision on the test split.
+    def configure_post_processor() -> PostProcessor:
+        """One-class post-processor (F1-adaptive thresholds) that keeps the raw maps (:class:`RawMapPostProcessor`)."""
+        return RawMapPostProcessor()
 
+    @staticmethod
+    def configure_evaluator() -> Evaluator:
+        """Image- and pixel-level AUROC, AUPR, the paper's average precision and F1 on the test split.
+
+        The ranking metrics are computed on the raw scores and maps, not on anomalib's normalised ones, whose
+        clamp ties every value beyond the validation range (:func:`anomalib_medical.metrics.raw_metrics`).
         ``image_/pixel_AveragePrecision`` (whole set) and ``pixel_ChunkedAveragePrecision`` (chunks of 20 images,
-        10 orderings) are Baugh et al.'s metrics (:mod:`anomalib_medical.metrics`).
+        10 orderings) are Baugh et al.'s metrics.
         """
-        metrics = [
-            AUROC(fields=["pred_score", "gt_label"], prefix="image_"),
-            AUPR(fields=["pred_score", "gt_label"], prefix="image_"),
-            AveragePrecision(fields=["pred_score", "gt_label"], prefix="image_"),
-            F1Score(fields=["pred_label", "gt_label"], prefix="image_"),
-            AUROC(fields=["anomaly_map", "gt_mask"], prefix="pixel_", strict=False),
-            AUPR(fields=["anomaly_map", "gt_mask"], prefix="pixel_", strict=False),
-            AveragePrecision(fields=["anomaly_map", "gt_mask"], prefix="pixel_", strict=False),
-            ChunkedAveragePrecision(fields=["anomaly_map", "gt_mask"], prefix="pixel_", strict=False),
-            F1Score(fields=["pred_mask", "gt_mask"], prefix="pixel_", strict=False),
-        ]
-        return Evaluator(test_metrics=metrics)
+        return Evaluator(test_metrics=raw_metrics())
 
     def on_fit_start(self) -> None:
         """Seed the training tasks' generator."""

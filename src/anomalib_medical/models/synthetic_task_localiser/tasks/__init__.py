@@ -11,9 +11,16 @@ import itertools
 import math
 from pathlib import Path
 
-from .base import SyntheticTask, TaskOutput
-from .blending import InterDatasetBlendingTask, IntraDatasetBlendingTask, PoissonBlendingTask, extract_source_patch
+from .base import Source, SyntheticTask, TaskOutput
+from .blending import (
+    InterDatasetBlendingTask,
+    IntraDatasetBlendingTask,
+    PoissonBlendingTask,
+    SourceIntensity,
+    extract_source_patch,
+)
 from .deformation import RadialDeformationTask, SinkDeformationTask, SourceDeformationTask
+from .foreground import FOREGROUND_RULES, ForegroundRule, nonzero_foreground
 from .generator import SyntheticAnomalyGenerator, SyntheticSample
 from .intensity import SmoothIntensityChangeTask
 from .poisson import dst_poisson_solve, guidance_divergence, poisson_blend
@@ -34,6 +41,8 @@ def build_task(
     intensity_scale: float = 0.2,
     push_distance: tuple[float, float] = (0.5, 10.0),
     source_images: str | Path | None = None,
+    source_intensity: SourceIntensity = "equalise",
+    probabilistic_blending: bool = False,
     **shape_options: float,
 ) -> SyntheticTask:
     """Instantiate a task by name with its own option and the shared target-mask options.
@@ -43,6 +52,8 @@ def build_task(
         intensity_scale: Scale of the smooth intensity change.
         push_distance: Push-distance range (pixels) of the deformations.
         source_images: External image folder of inter-dataset blending (``None``: scikit-image photographs).
+        source_intensity: Normalisation of the external sources (``"equalise"`` or ``"zscore"``).
+        probabilistic_blending: Both blending tasks as Müller et al.'s P-PII.
         **shape_options: Options of :class:`SyntheticTask` (``min_size``, ``max_size``, ``max_anomalies``, ...).
 
     """
@@ -50,7 +61,12 @@ def build_task(
         msg = f"unknown task {name!r}; choose from {TASK_NAMES}"
         raise ValueError(msg)
     own = {
-        "inter_dataset_blending": {"source_images": source_images},
+        "intra_dataset_blending": {"probabilistic": probabilistic_blending},
+        "inter_dataset_blending": {
+            "source_images": source_images,
+            "source_intensity": source_intensity,
+            "probabilistic": probabilistic_blending,
+        },
         "sink_deformation": {"push_distance": push_distance},
         "source_deformation": {"push_distance": push_distance},
         "smooth_intensity_change": {"scale": intensity_scale},
@@ -74,15 +90,19 @@ def task_split(num_train_tasks: int, fold: int) -> tuple[list[str], list[str]]:
 
 
 __all__ = [
+    "FOREGROUND_RULES",
     "TASKS",
     "TASK_NAMES",
+    "ForegroundRule",
     "InterDatasetBlendingTask",
     "IntraDatasetBlendingTask",
     "PoissonBlendingTask",
     "RadialDeformationTask",
     "SinkDeformationTask",
     "SmoothIntensityChangeTask",
+    "Source",
     "SourceDeformationTask",
+    "SourceIntensity",
     "SyntheticAnomalyGenerator",
     "SyntheticSample",
     "SyntheticTask",
@@ -92,6 +112,7 @@ __all__ = [
     "dst_poisson_solve",
     "extract_source_patch",
     "guidance_divergence",
+    "nonzero_foreground",
     "num_folds",
     "place_shape",
     "poisson_blend",

@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import NamedTuple
 
 import numpy as np
 
+from ..labelling import label_anomalies
 from .shapes import TargetShape, place_shape, sample_target_shape
 
 Box = tuple[slice, ...]
+
+
+class Source(NamedTuple):
+    """An image to cut blending patches from, and its foreground (``None``: everywhere)."""
+
+    image: np.ndarray
+    foreground: np.ndarray | None = None
 
 
 class TaskOutput(NamedTuple):
@@ -58,6 +66,7 @@ class SyntheticTask(ABC):
         rng: np.random.Generator,
         foreground: np.ndarray | None = None,
         others: Sequence[np.ndarray] = (),
+        other_foregrounds: Sequence[np.ndarray | None] = (),
     ) -> TaskOutput:
         """Corrupt a copy of ``image``.
 
@@ -66,6 +75,8 @@ class SyntheticTask(ABC):
             rng: Random generator; the output is a deterministic function of the image and the generator's state.
             foreground: Optional boolean mask; each anomaly keeps at least ``min_foreground_overlap`` on it.
             others: Other normal images of the same shape (sources for intra-dataset blending).
+            other_foregrounds: Foregrounds of ``others`` (empty: everywhere); a blending patch's centre lies in its
+                source's foreground (the authors' rule).
 
         Returns:
             The corrupted image (float64) and the boolean mask of altered pixels. When no shape finds a position
@@ -73,18 +84,32 @@ class SyntheticTask(ABC):
             without any foreground comes back unchanged with an empty mask).
 
         """
+        sources = as_sources(others, other_foregrounds)
         corrupted = np.array(image, dtype=np.float64)
         mask = np.zeros(image.shape, dtype=bool)
-        for _ in range(self.max_anomalies):
-            placed = self._place(image.shape, rng, foreground)
-            if placed is None:
-                break
-            shape, corner = placed
-            box = tuple(slice(int(c), int(c) + n) for c, n in zip(corner, shape.grid_shape, strict=True))
-            mask[box] |= self.corrupt(corrupted, box, shape, rng, others)
-            if rng.random() >= self.continue_probability:
-                break
+        for shape, box in self.anomalies(image.shape, rng, foreground):
+            mask[box] |= self.corrupt(corrupted, box, shape, rng, sources)
         return TaskOutput(corrupted, mask)
+
+    def anomalies(
+        self,
+        image_shape: tuple[int, ...],
+        rng: np.random.Generator,
+        foreground: np.ndarray | None,
+    ) -> Iterator[tuple[TargetShape, Box]]:
+        """Draw the target shapes and their boxes: one, then another with ``continue_probability``, ..."""
+        for _ in range(self.max_anomalies):
+            placed = self._place(image_shape, rng, foreground)
+            if placed is None:
+                return
+            shape, corner = placed
+            yield shape, tuple(slice(int(c), int(c) + n) for c, n in zip(corner, shape.grid_shape, strict=True))
+            if rng.random() >= self.continue_probability:
+                return
+
+    def label(self, corrupted: np.ndarray, original: np.ndarray, mask: np.ndarray, sigma: float) -> np.ndarray:
+        """Pixel labels of this task's output: the flipped Gaussian of the change (see ``label_anomalies``)."""
+        return label_anomalies(corrupted, original, mask, sigma)
 
     def _place(
         self,
@@ -106,6 +131,15 @@ class SyntheticTask(ABC):
         box: Box,
         shape: TargetShape,
         rng: np.random.Generator,
-        others: Sequence[np.ndarray],
+        sources: Sequence[Source],
     ) -> np.ndarray:
         """Corrupt ``image`` in place inside ``shape`` placed at ``box``; return the altered pixels of the box."""
+
+
+def as_sources(others: Sequence[np.ndarray], foregrounds: Sequence[np.ndarray | None] = ()) -> list[Source]:
+    """Pair the other images with their foregrounds (none given: everywhere)."""
+    if len(foregrounds) not in {0, len(others)}:
+        msg = f"other_foregrounds has {len(foregrounds)} masks for {len(others)} other images"
+        raise ValueError(msg)
+    masks = foregrounds or [None] * len(others)
+    return [Source(np.asarray(o, dtype=np.float64), f) for o, f in zip(others, masks, strict=True)]

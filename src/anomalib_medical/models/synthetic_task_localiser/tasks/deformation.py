@@ -19,7 +19,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage
 
-from .base import Box, SyntheticTask
+from .base import Box, Source, SyntheticTask
 from .shapes import TargetShape
 
 
@@ -62,10 +62,10 @@ class RadialDeformationTask(SyntheticTask):
         box: Box,
         shape: TargetShape,
         rng: np.random.Generator,
-        others: Sequence[np.ndarray],
+        sources: Sequence[Source],
     ) -> np.ndarray:
         """Resample the image inside the mask along rays from a random centre."""
-        del others
+        del sources
         mask = shape.mask
         inside = np.argwhere(mask).T.astype(float)
         centre = inside[:, rng.integers(inside.shape[1])][:, None]

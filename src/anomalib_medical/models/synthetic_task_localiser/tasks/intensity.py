@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage
 
-from .base import Box, SyntheticTask
+from .base import Box, Source, SyntheticTask
 from .shapes import TargetShape
 
 
@@ -34,10 +34,10 @@ class SmoothIntensityChangeTask(SyntheticTask):
         box: Box,
         shape: TargetShape,
         rng: np.random.Generator,
-        others: Sequence[np.ndarray],
+        sources: Sequence[Source],
     ) -> np.ndarray:
         """Add the damped intensity change inside the mask."""
-        del others
+        del sources
         # Pad so that the distance falls to zero at the edge of the bounding grid too.
         distance = ndimage.distance_transform_edt(np.pad(shape.mask, 1))[(slice(1, -1),) * image.ndim]
         margin = min(min(image.shape) * (0.02 + rng.gamma(3, 0.01)), distance.max())

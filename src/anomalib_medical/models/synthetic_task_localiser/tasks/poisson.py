@@ -120,7 +120,12 @@ def poisson_blend(
     if target_box.shape != source.shape:
         msg = f"the box at {tuple(corner)} of size {source.shape} does not fit in the target {target.shape}"
         raise ValueError(msg)
-    divergence = guidance_divergence(target_box, np.asarray(source, dtype=np.float64), mask, mix_gradients)
     result = np.array(target, dtype=np.float64)
-    result[box] = dst_poisson_solve(divergence, target_box)
+    result[box] = blend_box(target_box, source, mask, mix_gradients)
     return result
+
+
+def blend_box(target: np.ndarray, source: np.ndarray, mask: np.ndarray, mix_gradients: bool = True) -> np.ndarray:
+    """Poisson-blend ``source`` into ``target`` over ``mask``, all three of the box's shape; the box's faces stay."""
+    divergence = guidance_divergence(target, np.asarray(source, dtype=np.float64), mask, mix_gradients)
+    return dst_poisson_solve(divergence, target)

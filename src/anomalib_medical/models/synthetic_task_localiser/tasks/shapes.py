@@ -9,7 +9,7 @@ lies on the image foreground.
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import Literal
 
@@ -151,16 +151,42 @@ def place_shape(
     image_shape: tuple[int, ...],
     foreground: np.ndarray | None = None,
     min_overlap: float = 0.5,
+    rejection_draws: int = 32,
 ) -> np.ndarray | None:
     """Draw a corner for ``mask`` in the image, uniformly among those meeting the foreground-overlap rule.
+
+    Up to ``rejection_draws`` uniform corners are tried first (each accepted one is uniform among the valid
+    corners, as in the authors' loop, and costs one window sum); only when all are rejected is the overlap of
+    every corner computed (one FFT convolution over the image), so that rare valid corners are still found and
+    impossible cases end.
 
     Returns:
         The corner index, or ``None`` if no position satisfies the rule.
 
     """
+    high = np.asarray(image_shape) - mask.shape
     if foreground is None:
-        return rng.integers(0, np.asarray(image_shape) - mask.shape, endpoint=True)
+        return rng.integers(0, high, endpoint=True)
+    needed = min_overlap * mask.sum()
+    for _ in range(rejection_draws):
+        corner = rng.integers(0, high, endpoint=True)
+        window = foreground[tuple(slice(c, c + n) for c, n in zip(corner, mask.shape, strict=True))]
+        if np.count_nonzero(window & mask) >= needed:
+            return corner
     corners = valid_corners(mask, foreground, min_overlap)
     if len(corners) == 0:
         return None
     return corners[rng.integers(len(corners))]
+
+
+def jitter_shape(rng: np.random.Generator, shape: TargetShape, centre_spread: float = 1 / 12) -> TargetShape:
+    """Draw a rater's version of ``shape`` on the same grid (Müller et al.'s P-PII).
+
+    The centre moves by ``N(0, (centre_spread * extent)^2)`` along each axis and each half axis by ``N(0, 1/4)``
+    pixels, as the per-rater masks of the authors' ``batch_provider.py`` (centre spread a twelfth of the patch,
+    radius spread half a pixel).
+    """
+    extent = np.asarray(shape.grid_shape, dtype=float)
+    centre = shape.centre + rng.normal(scale=centre_spread * extent)
+    half_size = np.maximum(shape.half_size + rng.normal(scale=0.5, size=len(extent)), 0.5)
+    return replace(shape, centre=centre, half_size=half_size)
