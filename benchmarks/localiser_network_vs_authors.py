@@ -1,4 +1,4 @@
-"""The localiser's U-Net and positional encoding against the authors' (Baugh et al.'s ``Generic_UNet``, ``CombinedEnc``).
+"""The localiser's U-Net and positional encoding against Baugh et al.'s ``Generic_UNet`` and ``CombinedEnc``.
 
     OMP_NUM_THREADS=1 python benchmarks/localiser_network_vs_authors.py /path/to/many-tasks-make-light-work
 
@@ -66,8 +66,9 @@ def compare_networks(generic_unet: type) -> None:
         with torch.no_grad():
             difference = (theirs(inputs) - ours(inputs)).abs().max().item()
         unused = sum(v.numel() for k, v in state.items() if k.startswith("seg_outputs")) - used[-1][1].numel()
+        count = sum(p.numel() for p in ours.parameters())
         print(
-            f"{spatial_dims}-D depth {depth}, input {shape}: parameters ours {sum(p.numel() for p in ours.parameters()):,}"
+            f"{spatial_dims}-D depth {depth}, input {shape}: parameters ours {count:,}"
             f", theirs {sum(v.numel() for v in state.values()):,} ({unused} in unused heads); "
             f"max |output difference| {difference:.1e}"
         )
@@ -88,8 +89,8 @@ def main() -> None:
     parser.add_argument("authors_code", type=Path, help="checkout of matt-baugh/many-tasks-make-light-work")
     args = parser.parse_args()
     sys.path.insert(0, str(args.authors_code))
-    from multitask_method.models.generic_UNet import Generic_UNet  # noqa: PLC0415
-    from multitask_method.pos_encoding import CombinedEnc  # noqa: PLC0415
+    from multitask_method.models.generic_UNet import Generic_UNet
+    from multitask_method.pos_encoding import CombinedEnc
 
     torch.set_num_threads(1)
     compare_networks(Generic_UNet)

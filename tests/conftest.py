@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import torch
+
+if TYPE_CHECKING:
+    from anomalib.cli import AnomalibCLI
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DIR = REPO_ROOT.parent / "shared"
@@ -57,6 +62,14 @@ def assert_succeeded(process: subprocess.CompletedProcess[str]) -> None:
         f"command failed ({process.returncode}): {process.args}\n--- stdout ---\n{process.stdout[-6000:]}"
         f"\n--- stderr ---\n{process.stderr[-6000:]}"
     )
+
+
+@functools.cache
+def parse_recipe(recipe: Path, *arguments: str, subcommand: str = "train") -> AnomalibCLI:
+    """``anomalib <subcommand> --config <recipe> <arguments>`` parsed and instantiated once per test process."""
+    from anomalib.cli import AnomalibCLI
+
+    return AnomalibCLI([subcommand, "--config", str(recipe), *arguments], run=False)
 
 
 @pytest.fixture(scope="session")

@@ -1,9 +1,8 @@
-"""Lightning callbacks for the papers' protocols: checkpoint selection on the validation image AUROC.
+"""Lightning callbacks for the papers' protocols: the epoch selected on the validation image AUROC is the one tested.
 
-:class:`ValidationAUROCEvaluator` is anomalib's default evaluator plus the validation image AUROC (logged as
-``image_AUROC`` after every validation, so that ``ModelCheckpoint(monitor="image_AUROC")`` can select on it; the
-default evaluator computes test metrics only). :class:`RestoreBestCheckpoint` makes ``anomalib train`` (fit,
-then test on the model in memory) test the epoch that a ``ModelCheckpoint`` selected, as the SQUID and SimSID
+Squid's and SimSID's evaluator logs ``image_AUROC`` after every validation, so that
+``ModelCheckpoint(monitor="image_AUROC")`` can select on it. :class:`RestoreBestCheckpoint` makes ``anomalib train``
+(fit, then test on the model in memory) test the epoch that a ``ModelCheckpoint`` selected, as the SQUID and SimSID
 authors keep their best epoch. Without it, Lightning tests the weights of the last epoch when it is given the model,
 and the best checkpoint is only used by a later ``anomalib test --ckpt_path <best checkpoint>``.
 """
@@ -11,26 +10,10 @@ and the best checkpoint is only used by a later ``anomalib test --ckpt_path <bes
 import logging
 from pathlib import Path
 
-from anomalib.metrics import AUROC, Evaluator
-from anomalib.models.components import AnomalibModule
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 logger = logging.getLogger(__name__)
-
-
-class ValidationAUROCEvaluator(Evaluator):
-    """anomalib's default test metrics (image and pixel AUROC / F1) and the validation image AUROC.
-
-    In a recipe: ``model.init_args.evaluator: {class_path: anomalib_medical.callbacks.ValidationAUROCEvaluator}``.
-    """
-
-    def __init__(self) -> None:
-        default = AnomalibModule.configure_evaluator()
-        super().__init__(
-            val_metrics=[AUROC(fields=["pred_score", "gt_label"], prefix="image_")],
-            test_metrics=list(default.test_metrics),
-        )
 
 
 class RestoreBestCheckpoint(Callback):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO_ROOT, assert_succeeded, console_script, run_command
+from tests.conftest import REPO_ROOT, assert_succeeded, console_script, parse_recipe, run_command
 from tests.unit import test_rsna_pneumonia as rsna
 from tests.unit import test_vindr_cxr as vindr
 from tests.unit.fake_chest_data import chexpert_tree, write_rsna
@@ -61,9 +61,10 @@ def test_data_config_is_parsed_by_the_cli(config: Path) -> None:
 def test_recipe_is_parsed_by_the_cli_into_our_model_and_datamodule(recipe: Path) -> None:
     """Every ``configs/<model>_<data>.yaml`` names one of our models and datamodules and parses as written."""
     import yaml
-    from anomalib.cli import AnomalibCLI
+    from anomalib.engine import Engine
 
-    cli = AnomalibCLI(["train", "--config", str(recipe)], run=False)
+    cli = parse_recipe(recipe)
+    assert isinstance(cli.engine, Engine)
     model_package = type(cli.model).__module__.split(".")
     assert model_package[:2] == ["anomalib_medical", "models"], model_package
     assert recipe.stem.startswith(model_package[2] + "_"), (recipe.stem, model_package)
@@ -72,8 +73,22 @@ def test_recipe_is_parsed_by_the_cli_into_our_model_and_datamodule(recipe: Path)
     for part in ("model", "data"):
         parsed = cli.config["train"][part]["init_args"]
         for key, value in written[part]["init_args"].items():
-            got = parsed[key]
-            assert (list(got) if isinstance(got, tuple) else got) == value, (part, key)
+            assert_written_value_parsed(value, parsed[key], (part, key))
+
+
+def assert_written_value_parsed(written: object, parsed: object, where: tuple[str, ...]) -> None:
+    """``parsed`` holds ``written``: equal values, and for a nested ``class_path`` block every written key."""
+    if isinstance(written, dict):
+        parsed = parsed.as_dict() if hasattr(parsed, "as_dict") else parsed
+        assert isinstance(parsed, dict), where
+        for key, value in written.items():
+            assert_written_value_parsed(value, parsed.get(key), (*where, key))
+    elif isinstance(written, list):
+        assert isinstance(parsed, list | tuple) and len(parsed) == len(written), where
+        for index, (value, got) in enumerate(zip(written, parsed, strict=True)):
+            assert_written_value_parsed(value, got, (*where, str(index)))
+    else:
+        assert parsed == written, where
 
 
 def test_stock_command_trains_a_built_in_model_on_digit_anatomy_with_pixel_metrics(tmp_path: Path) -> None:

@@ -41,7 +41,7 @@ if __name__ == "__main__":
         root=root / "digits", cell_size=8, samples_per_type=4, train_size=32, train_batch_size=8, eval_batch_size=10
     )
     model = model_class(
-        image_size=24, grid=3, levels=2, base_channels=4, skip_ops=["concat", "none"], merge_levels=1,
+        image_size=24, patches_per_side=3, levels=2, base_channels=4, skip_ops=["concat", "none"], merge_levels=1,
         memory_slots={SLOTS}, top_k=2, decoder_memory=["position", "none"], decoder_memory_slots=5, num_heads=2,
         n_critic=1, visualizer=False,
     )

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.slow
 
 TINY = {
     "image_size": 24,
-    "grid": 3,
+    "patches_per_side": 3,
     "levels": 2,
     "base_channels": 4,
     "skip_ops": ["concat", "none"],

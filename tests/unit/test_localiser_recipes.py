@@ -10,7 +10,7 @@ from anomalib_medical.data import VinDrCXR
 from anomalib_medical.data.utils.baugh import BaughPreprocessing
 from anomalib_medical.models import SyntheticTaskLocaliser, SyntheticTaskLocaliserEnsemble
 from anomalib_medical.models.synthetic_task_localiser.tasks import task_split
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, parse_recipe
 
 VINDR_RECIPE = REPO_ROOT / "configs" / "synthetic_task_localiser_vindr_cxr.yaml"
 MODEL_CONFIG = REPO_ROOT / "configs" / "model" / "synthetic_task_localiser.yaml"
@@ -32,7 +32,7 @@ def _equalisations(cli: AnomalibCLI) -> int:
 
 
 def test_vindr_recipe_is_the_paper_protocol():
-    cli = _parse(["train", "--config", VINDR_RECIPE])
+    cli = parse_recipe(VINDR_RECIPE)
     assert isinstance(cli.datamodule, VinDrCXR) and isinstance(cli.model, SyntheticTaskLocaliser)
     assert isinstance(cli.datamodule.preprocessing, BaughPreprocessing)
     assert cli.datamodule.preprocessing.image_size == (256, 256)

@@ -322,3 +322,29 @@ def test_short_training_learns_to_reconstruct_and_flags_missing_cells(tmp_path):
     )
     assert ratio < 0.9
     assert missing_auroc > 0.65
+
+
+def test_papers_protocol_options_fit_and_score_without_writing_a_buffer(tiny_digits, tmp_path):
+    """discriminator_scoring='per_image' and score_statistics='first_images' through fit and test."""
+    model = SimSID(
+        **TINY,
+        discriminator_scoring="per_image",
+        score_statistics="first_images",
+        score_stats_images=6,
+        visualizer=False,
+    )
+    assert model.model.discriminator_scoring == "per_image"
+    engine = _engine(tmp_path)
+    engine.fit(model, datamodule=tiny_digits)
+    images = torch.stack([tiny_digits.train_data[index].image for index in range(6)])
+    images = model.model.reduce_channels(model.pre_processor.transform(images))
+    model.eval()
+    with torch.no_grad():
+        raw, _ = model.model.raw_scores(images)
+        singles = torch.cat([model.model.raw_scores(image[None])[0] for image in images])
+    torch.testing.assert_close(model.model.score_mean, raw.mean(dim=0), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(raw, singles)  # raw: the standardised score divides by a tiny std after 1 epoch
+    state = {name: value.clone() for name, value in model.state_dict().items()}
+    engine.test(model, datamodule=tiny_digits, verbose=False)
+    for name, value in model.state_dict().items():
+        torch.testing.assert_close(value, state[name], rtol=0, atol=0, equal_nan=True, msg=name)

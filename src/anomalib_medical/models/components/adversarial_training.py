@@ -34,6 +34,8 @@ import openvino as ov
 import torch
 from anomalib import LearningType
 from anomalib.data import AnomalibDataModule, Batch
+from anomalib.metrics import AUROC, Evaluator
+from anomalib.models.components import AnomalibModule
 from anomalib.post_processing import PostProcessor
 from anomalib.pre_processing import PreProcessor
 from lightning.pytorch.utilities.types import STEP_OUTPUT
@@ -138,6 +140,18 @@ class AdversarialInpaintingMixin(CheckedModuleMixin):
         fall back to the image threshold.
         """
         return PostProcessor(enable_threshold_matching=False)
+
+    @staticmethod
+    def configure_evaluator() -> Evaluator:
+        """Test metrics of anomalib, plus the validation image AUROC (logged as ``image_AUROC`` every validation).
+
+        The papers keep the epoch with the best validation AUROC: ``ModelCheckpoint(monitor="image_AUROC")`` needs
+        a validation metric, which anomalib's default evaluator does not compute.
+        """
+        test_metrics = list(AnomalibModule.configure_evaluator().test_metrics)
+        return Evaluator(
+            val_metrics=[AUROC(fields=["pred_score", "gt_label"], prefix="image_")], test_metrics=test_metrics
+        )
 
     def configure_optimizers(self) -> tuple[list[optim.Optimizer], list[optim.lr_scheduler.LRScheduler]]:
         """Adam for generator and discriminator (authors' betas/eps), cosine schedule for the generator."""
