@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 from anomalib.engine import Engine
 
 from anomalib_medical.data import DigitAnatomy
@@ -140,3 +141,25 @@ def test_bad_checkpoints_and_arguments_are_named(tmp_path):
     with pytest.raises(ValueError, match=r"other\.pth is not a state dict"):
         load_authors_checkpoint(tmp_path / "other.pth", discriminator, family="Squid")
     assert {family for family, _ in AUTHORS_PRESETS.values()} == {"Squid", "SimSID"}
+
+
+PRESET_RECIPES = {
+    "squid_zhang_best": "squid_chest_xray.yaml",
+    "squid_chexpert_best": "squid_chexpert.yaml",
+    "squid_digit_best": "squid_digit_anatomy_paper.yaml",
+    "simsid_zhang_dev": "simsid_chest_xray_paper.yaml",
+    "simsid_chexpert_best": "simsid_chexpert.yaml",
+    "simsid_covidx_dev": "simsid_covidx.yaml",
+}
+
+
+@pytest.mark.parametrize("preset", sorted(PRESET_RECIPES))
+def test_each_preset_agrees_with_its_recipe(preset):
+    """`anomalib test --config <recipe> --ckpt_path <converted>` needs the preset's arguments to be the recipe's."""
+    assert set(PRESET_RECIPES) == set(AUTHORS_PRESETS)
+    family, arguments = AUTHORS_PRESETS[preset]
+    recipe = yaml.safe_load((REPO / "configs" / PRESET_RECIPES[preset]).read_text())
+    assert recipe["model"]["class_path"] == f"anomalib_medical.models.{family}"
+    written = recipe["model"]["init_args"]
+    differing = {key: (value, written.get(key)) for key, value in arguments.items() if written.get(key) != value}
+    assert not differing, f"{preset} vs configs/{PRESET_RECIPES[preset]} (preset, recipe): {differing}"

@@ -154,6 +154,9 @@ def test_lightning_module_builds_a_3d_model_and_trains_a_step_on_volumes() -> No
     )
     assert model.model.spatial_dims == 3
     assert model.model.unet.head.weight.ndim == 5
+    pytorch_init = SyntheticTaskLocaliser(**TINY, initialisation="pytorch", validation_tasks=[]).model.unet
+    assert pytorch_init.encoder[0][0][0].bias.abs().sum() > 0  # He initialisation zeroes the biases
+    assert not model.model.unet.encoder[0][0][0].bias.any()
     model.on_fit_start()
     volumes = torch.rand(2, 1, 10, 12, 10).expand(-1, 3, -1, -1, -1)
     # anomalib's ImageBatch refuses 5-D images: a volume batch type is a later step (issue 16 item 1)

@@ -55,6 +55,11 @@ def test_generic_unet_layout_head_without_bias_and_he_initialisation() -> None:
     weight = net.decoder[0][0][0].weight
     expected = (2 / (1 + 1e-4) / (weight.shape[1] * 9)) ** 0.5
     assert weight.std().item() == pytest.approx(expected, rel=0.02)
+    # the option: PyTorch's default, Kaiming uniform with a = sqrt(5), std = 1 / sqrt(3 fan_in)
+    pytorch = UNet(in_channels=2, out_channels=1, depth=3, base_channels=64, initialisation="pytorch")
+    weight = pytorch.decoder[0][0][0].weight
+    assert weight.std().item() == pytest.approx((1 / (3 * weight.shape[1] * 9)) ** 0.5, rel=0.02)
+    assert pytorch.decoder[0][0][0].bias.abs().sum() > 0
 
 
 @pytest.mark.parametrize(("spatial_dims", "size"), [(2, (16, 16)), (3, (8, 8, 8))])
@@ -67,6 +72,8 @@ def test_every_parameter_receives_a_gradient(spatial_dims: int, size: tuple[int,
 def test_invalid_arguments_and_input_rank_are_rejected() -> None:
     with pytest.raises(ValueError, match="depth"):
         UNet(1, 1, depth=0)
+    with pytest.raises(ValueError, match="initialisation must be 'he' or 'pytorch'"):
+        UNet(1, 1, initialisation="xavier")
     with pytest.raises(ValueError, match="spatial_dims must be 2 or 3"):
         UNet(1, 1, spatial_dims=1)
     with pytest.raises(ValueError, match=r"spatial_dims=2 expects \(N, C, H, W\).*\(1, 1, 4, 4, 4\)"):

@@ -11,7 +11,7 @@ from anomalib.data import InferenceBatch
 from torch import nn
 
 from anomalib_medical.data.transforms import equalise_histogram
-from anomalib_medical.models.components.unet import UNet, check_input_rank, check_spatial_dims
+from anomalib_medical.models.components.unet import Initialisation, UNet, check_input_rank, check_spatial_dims
 from anomalib_medical.models.components.validation import check_number
 
 ScoreAggregation = Literal["mean", "max"]
@@ -83,6 +83,7 @@ class SyntheticTaskLocaliserModel(nn.Module):
             or ``"max"``.
         histogram_equalisation: Equalise each grey image's (volume's) histogram (256 bins) before the network.
         spatial_dims: 2 for images, 3 for volumes.
+        initialisation: U-Net weights: ``"he"`` (the authors') or ``"pytorch"`` (see :class:`UNet`).
 
     Raises:
         ValueError: If an argument is out of range, or (in ``forward``) the input has the wrong rank.
@@ -100,6 +101,7 @@ class SyntheticTaskLocaliserModel(nn.Module):
         score_aggregation: ScoreAggregation = "mean",
         histogram_equalisation: bool = False,
         spatial_dims: int = 2,
+        initialisation: Initialisation = "he",
     ) -> None:
         super().__init__()
         if score_aggregation not in {"mean", "max"}:
@@ -121,6 +123,7 @@ class SyntheticTaskLocaliserModel(nn.Module):
             base_channels=base_channels,
             max_channels=max_channels,
             spatial_dims=self.spatial_dims,
+            initialisation=initialisation,
         )
         self.score_aggregation = score_aggregation
         self.histogram_equalisation = histogram_equalisation
