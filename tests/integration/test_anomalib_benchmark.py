@@ -53,7 +53,7 @@ def test_a_taken_name_is_never_replaced(caplog: pytest.LogCaptureFixture) -> Non
 
 @pytest.mark.parametrize(("model_class", "tiny"), [(Squid, SQUID_TINY), (SimSID, SIMSID_TINY)])
 def test_patches_per_side_replaces_grid(model_class: type, tiny: dict) -> None:
-    settings = {key: value for key, value in tiny.items() if key != "grid"} | {"visualizer": False}
+    settings = {key: value for key, value in tiny.items() if key != "patches_per_side"} | {"visualizer": False}
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         new = model_class(**settings, patches_per_side=3)

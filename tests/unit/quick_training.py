@@ -21,7 +21,7 @@ from anomalib_medical.data import DigitAnatomy
 
 QUICK = {
     "image_size": 24,
-    "grid": 3,
+    "patches_per_side": 3,
     "levels": 2,
     "base_channels": 16,
     "skip_ops": ("none", "none"),

@@ -17,7 +17,7 @@ from tests.unit.quick_training import QUICK, train_briefly
 
 TINY = {
     "image_size": 24,
-    "grid": 3,
+    "patches_per_side": 3,
     "levels": 2,
     "base_channels": 4,
     "skip_ops": ("concat", "none"),
@@ -34,6 +34,7 @@ TINY = {
 def _tiny_model(**kwargs) -> SimSIDModel:
     config = TINY | kwargs
     config["image_size"] = (config["image_size"], config["image_size"])
+    config["grid"] = config.pop("patches_per_side")  # the torch model's name of the Lightning module's argument
     return SimSIDModel(**config)
 
 
@@ -106,7 +107,11 @@ def test_neighbour_attention_follows_the_authors_per_data_set_switch():
 
 def test_hierarchical_memory_sits_in_the_student_decoder_and_trains():
     model = _tiny_model(
-        image_size=32, grid=2, merge_levels=0, skip_ops=("concat", "concat"), decoder_memory=("window", "position")
+        image_size=32,
+        patches_per_side=2,
+        merge_levels=0,
+        skip_ops=("concat", "concat"),
+        decoder_memory=("window", "position"),
     ).train()
     memories = [module for module in model.generator.student.memories if isinstance(module, DecoderMemoryBlock)]
     assert len(memories) == 2

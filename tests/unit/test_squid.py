@@ -20,7 +20,7 @@ from tests.unit.quick_training import QUICK, train_briefly
 
 TINY = {
     "image_size": 24,
-    "grid": 3,
+    "patches_per_side": 3,
     "levels": 2,
     "base_channels": 4,
     "skip_ops": ("concat", "none"),
@@ -36,6 +36,7 @@ TINY = {
 def _tiny_model(**kwargs) -> SquidModel:
     config = TINY | kwargs
     config["image_size"] = (config["image_size"], config["image_size"])
+    config["grid"] = config.pop("patches_per_side")  # the torch model's name of the Lightning module's argument
     return SquidModel(**config)
 
 
@@ -189,10 +190,16 @@ def test_invalid_configurations(kwargs, match):
 
 def test_window_decoder_memory_and_timm_backbone_build():
     model = _tiny_model(
-        image_size=32, grid=2, merge_levels=0, decoder_memory=("window", "window"), skip_ops=("concat", "concat")
+        image_size=32,
+        patches_per_side=2,
+        merge_levels=0,
+        decoder_memory=("window", "window"),
+        skip_ops=("concat", "concat"),
     ).train()
     assert model(torch.rand(2, 1, 32, 32)).reconstruction.shape == (2, 1, 32, 32)
-    timm_model = _tiny_model(image_size=64, grid=2, backbone="resnet18", decoder_memory=("none", "none"), num_heads=4)
+    timm_model = _tiny_model(
+        image_size=64, patches_per_side=2, backbone="resnet18", decoder_memory=("none", "none"), num_heads=4
+    )
     assert timm_model.train()(torch.rand(2, 1, 64, 64)).reconstruction.shape == (2, 1, 64, 64)
 
 
