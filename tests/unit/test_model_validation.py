@@ -101,7 +101,7 @@ def test_check_number_accepts_values_in_range():
         ({"n_critic": 0}, r"^n_critic must be an integer >= 1, got 0$"),
         ({"n_critic": 1.5}, r"^n_critic must be an integer >= 1, got 1.5$"),
         ({"memory_slots": 0}, r"^memory_slots must be an integer >= 1, got 0$"),
-        ({"grid": 0}, r"^grid must be an integer >= 1, got 0$"),
+        ({"patches_per_side": 0}, r"^patches_per_side must be an integer >= 1, got 0$"),
         ({"num_heads": 3}, r"^num_heads must divide the in-painting feature dimension 16 .*got 3$"),
         ({"num_heads": 0}, r"^num_heads must be an integer >= 1, got 0$"),
         ({"mask_ratio": 1.5}, r"^mask_ratio must be a number in \[0, 1\], got 1.5$"),

@@ -25,7 +25,7 @@ from anomalib_medical.models.components.adversarial_training import (
     as_size,
 )
 from anomalib_medical.models.components.conv_blocks import SkipOp
-from anomalib_medical.models.components.deprecation import GRID_REASON, renamed_argument
+from anomalib_medical.models.components.deprecation import patches_per_side_argument
 from anomalib_medical.models.components.detector import (
     AnomalyMapType,
     DiscriminatorScoring,
@@ -170,7 +170,7 @@ class SimSID(AdversarialInpaintingMixin, RadiographVisualizerDefault, AnomalibMo
         self.model = SimSIDModel(
             image_size=size,
             in_channels=in_channels,
-            grid=renamed_argument("SimSID", "patches_per_side", patches_per_side, "grid", grid, GRID_REASON),
+            grid=patches_per_side_argument("SimSID", patches_per_side, grid),
             levels=levels,
             base_channels=base_channels,
             skip_ops=tuple(skip_ops),

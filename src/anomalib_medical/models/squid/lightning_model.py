@@ -24,7 +24,7 @@ from anomalib_medical.models.components.adversarial_training import (
     as_size,
 )
 from anomalib_medical.models.components.conv_blocks import SkipOp
-from anomalib_medical.models.components.deprecation import GRID_REASON, renamed_argument
+from anomalib_medical.models.components.deprecation import patches_per_side_argument
 from anomalib_medical.models.components.detector import (
     AnomalyMapType,
     DiscriminatorScoring,
@@ -158,7 +158,7 @@ class Squid(AdversarialInpaintingMixin, RadiographVisualizerDefault, AnomalibMod
         self.model = SquidModel(
             image_size=size,
             in_channels=in_channels,
-            grid=renamed_argument("Squid", "patches_per_side", patches_per_side, "grid", grid, GRID_REASON),
+            grid=patches_per_side_argument("Squid", patches_per_side, grid),
             levels=levels,
             base_channels=base_channels,
             skip_ops=tuple(skip_ops),
