@@ -51,7 +51,7 @@ def test_generic_unet_layout_head_without_bias_and_he_initialisation() -> None:
     assert [(c.in_channels, c.out_channels) for c in convs(net.decoder[1])] == [(128, 64), (64, 64)]
     assert net.head.bias is None
     assert all(c.bias is not None and not c.bias.any() for c in convs(net.encoder) + convs(net.decoder))
-    # Kaiming normal with negative slope 0.01: std = sqrt(2 / (1 + 0.01^2) / fan_in); PyTorch's default is ~0.58x
+    # Kaiming normal with negative slope 0.01: std = sqrt(2 / (1 + 0.01^2) / fan_in)
     weight = net.decoder[0][0][0].weight
     expected = (2 / (1 + 1e-4) / (weight.shape[1] * 9)) ** 0.5
     assert weight.std().item() == pytest.approx(expected, rel=0.02)

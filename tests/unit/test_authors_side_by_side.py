@@ -1,0 +1,53 @@
+"""Argument checks and the table of ``benchmarks/authors_side_by_side.py`` (no authors' checkout needed)."""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "benchmarks"))
+_spec = importlib.util.spec_from_file_location("authors_side_by_side", REPO / "benchmarks/authors_side_by_side.py")
+side_by_side = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(side_by_side)
+
+
+@pytest.fixture
+def checkout(tmp_path: Path) -> Path:
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "squid.py").write_text("")
+    return tmp_path
+
+
+def test_options_pick_the_families_whose_checkout_is_given(checkout):
+    options = side_by_side.parse_args(["--squid", str(checkout), "--config", "zhang", "--steps", "4"])
+    assert options.families == ["Squid"]
+    assert options.steps == 4
+    both = side_by_side.parse_args(["--squid", str(checkout), "--simsid", str(checkout), "--config", "zhang"])
+    assert both.families == ["Squid", "SimSID"]
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--config", "digit"], "needs --squid"),
+        (["--simsid", "{checkout}", "--config", "digit"], "needs --squid"),  # SimSID has no DigitAnatomy config
+        (["--squid", "{checkout}/missing"], "is not a checkout"),
+        (["--squid", "{checkout}", "--config", "zhang", "--steps", "3"], "multiple of n_critic=2"),
+        (["--squid", "{checkout}", "--threads", "0"], "--threads"),
+    ],
+)
+def test_bad_options_are_named(checkout, capsys, arguments, message):
+    with pytest.raises(SystemExit):
+        side_by_side.parse_args([argument.format(checkout=checkout) for argument in arguments])
+    assert message in capsys.readouterr().err
+
+
+def test_table_gives_the_speed_up_of_ours_in_both_units():
+    table = side_by_side.format_table(
+        [("training", 2.0, 3.0, "images/s"), ("inference, batch 1", 200.0, 100.0, "ms/image")]
+    ).splitlines()
+    assert table[0].startswith("| measure | authors | ours |")
+    assert table[2] == "| training | 2 | 3 | images/s | 1.50x |"
+    assert table[3] == "| inference, batch 1 | 200 | 100 | ms/image | 2.00x |"
