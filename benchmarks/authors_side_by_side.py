@@ -28,8 +28,10 @@ in this repository; their modules are imported from the checkout.
 """
 
 import argparse
+import contextlib
 import copy
 import functools
+import io
 import shlex
 import statistics
 import sys
@@ -148,7 +150,8 @@ def build_models(
     if device.type == "cuda":
         torch.Tensor.cuda, nn.Module.cuda = cuda
     torch.manual_seed(0)
-    generator, discriminator = (_build_squid if family == "Squid" else _build_simsid)(code, setting)
+    with contextlib.redirect_stdout(io.StringIO()):  # their constructors print their settings
+        generator, discriminator = (_build_squid if family == "Squid" else _build_simsid)(code, setting)
     for module in generator.modules():  # the builder sets 1 (deterministic fixtures); the configuration's ratio
         if hasattr(module, "mask_ratio"):
             module.mask_ratio = setting["mask_ratio"]
