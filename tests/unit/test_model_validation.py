@@ -184,8 +184,9 @@ def test_training_works_after_eval_before_fit(tiny_digits, tmp_path):
 @pytest.mark.parametrize("model_class", [SquidModel, SimSIDModel])
 def test_input_of_another_size_names_both_sizes(model_class):
     config = TINY_SIMSID if model_class is SimSIDModel else TINY
-    config = {key: value for key, value in config.items() if key != "visualizer"} | {"image_size": (24, 24)}
-    model = model_class(**config).eval()
+    lightning_only = {"visualizer", "patches_per_side", "image_size"}
+    config = {key: value for key, value in config.items() if key not in lightning_only}
+    model = model_class(**config, grid=TINY["patches_per_side"], image_size=(24, 24)).eval()  # the torch model's name
     with torch.no_grad(), pytest.raises(ValueError, match=r"size \(30, 30\).*image_size \(24, 24\)"):
         model(torch.rand(1, 3, 30, 30))
 
