@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 from skimage import exposure, transform
 
+from anomalib_medical.data import CheXpert, COVIDx, RSNAPneumonia
 from anomalib_medical.data.utils.baugh import BaughPreprocessing, make_preprocessing
 from anomalib_medical.data.utils.cache import CacheEntry, Preprocessing, RadiographCache
 from anomalib_medical.data.utils.reader import read_grey_or_rgb
@@ -114,3 +115,14 @@ def test_vindr_datamodule_with_the_preset(tmp_path):
     expected = _authors_order(_radiograph(3), (2400.0, 1600.0), True, (32, 24))
     np.testing.assert_allclose(seen[0, 0].double().numpy(), expected, atol=LEVEL)
     assert "vindrcxr-" + make_preprocessing("baugh", (32, 24)).key in samples.image_path["u0"]
+
+
+@pytest.mark.parametrize("datamodule_class", [CheXpert, COVIDx, RSNAPneumonia, VinDrCXR])
+def test_every_cached_chest_datamodule_takes_the_preset(tmp_path, datamodule_class):
+    baugh = datamodule_class(root=tmp_path, image_size=32, preprocessing="baugh", num_workers=0)
+    assert isinstance(baugh.preprocessing, BaughPreprocessing)
+    assert baugh.preprocessing.image_size == (32, 32)
+    display = datamodule_class(root=tmp_path, image_size=32, num_workers=0)
+    assert type(display.preprocessing) is Preprocessing
+    with pytest.raises(ValueError, match="preprocessing must be 'display' or 'baugh'"):
+        datamodule_class(root=tmp_path, preprocessing="paper")

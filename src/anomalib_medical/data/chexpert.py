@@ -63,7 +63,8 @@ from anomalib.data.utils import Split
 from torchvision.transforms.v2 import Transform
 
 from anomalib_medical.data.utils.base import CachedRadiographDataModule, SelectedImage
-from anomalib_medical.data.utils.cache import CacheEntry, Preprocessing
+from anomalib_medical.data.utils.baugh import PreprocessingPreset, make_preprocessing
+from anomalib_medical.data.utils.cache import CacheEntry
 from anomalib_medical.data.utils.splits import contaminant_count, draw, read_label_csv, replaced_count
 
 UncertainRule = Literal["ignore", "normal", "abnormal"]
@@ -151,6 +152,8 @@ class CheXpert(CachedRadiographDataModule):
         pa_only: Keep posterior-anterior views only (default: the SQUID authors' `*_256_pa` setting).
         image_size: Size of the cached images, an int for square images or ``(height, width)``.
         histogram_equalisation: Equalise the histogram of each cached image.
+        preprocessing: ``"display"`` (the display pipeline) or ``"baugh"`` (Baugh et al.'s order, see
+            :mod:`anomalib_medical.data.utils.baugh`), applied once into the cache.
         cache_dir: Parent folder of the preprocessed caches; default ``<root>_cache`` next to ``root``.
         train_batch_size: Training batch size.
         eval_batch_size: Validation and test batch size.
@@ -180,6 +183,7 @@ class CheXpert(CachedRadiographDataModule):
         pa_only: bool = True,
         image_size: int | tuple[int, int] = 256,
         histogram_equalisation: bool = False,
+        preprocessing: PreprocessingPreset = "display",
         cache_dir: str | Path | None = None,
         train_batch_size: int = 32,
         eval_batch_size: int = 32,
@@ -193,7 +197,7 @@ class CheXpert(CachedRadiographDataModule):
         super().__init__(
             root=root,
             cache_dir=cache_dir,
-            preprocessing=Preprocessing(image_size=image_size, histogram_equalisation=histogram_equalisation),
+            preprocessing=make_preprocessing(preprocessing, image_size, histogram_equalisation=histogram_equalisation),
             train_batch_size=train_batch_size,
             eval_batch_size=eval_batch_size,
             num_workers=num_workers,

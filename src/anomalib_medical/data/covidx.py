@@ -51,7 +51,8 @@ from anomalib.data.utils import Split
 from torchvision.transforms.v2 import Transform
 
 from anomalib_medical.data.utils.base import CachedRadiographDataModule, SelectedImage
-from anomalib_medical.data.utils.cache import CacheEntry, Preprocessing
+from anomalib_medical.data.utils.baugh import PreprocessingPreset, make_preprocessing
+from anomalib_medical.data.utils.cache import CacheEntry
 from anomalib_medical.data.utils.splits import contaminant_count, draw, replaced_count
 
 SplitFormat = Literal["provider", "authors"]
@@ -142,6 +143,8 @@ class COVIDx(CachedRadiographDataModule):
         contamination: ``"replace"`` normal training images (the authors' rule) or ``"add"`` to them.
         image_size: Size of the cached images, an int for square images or ``(height, width)``.
         histogram_equalisation: Equalise the histogram of each cached image.
+        preprocessing: ``"display"`` (the display pipeline) or ``"baugh"`` (Baugh et al.'s order, see
+            :mod:`anomalib_medical.data.utils.baugh`), applied once into the cache.
         cache_dir: Parent folder of the preprocessed caches; default ``<root>_cache`` next to ``root``.
         train_batch_size: Training batch size.
         eval_batch_size: Validation and test batch size.
@@ -169,6 +172,7 @@ class COVIDx(CachedRadiographDataModule):
         contamination: Contamination = "replace",
         image_size: int | tuple[int, int] = 256,
         histogram_equalisation: bool = False,
+        preprocessing: PreprocessingPreset = "display",
         cache_dir: str | Path | None = None,
         train_batch_size: int = 32,
         eval_batch_size: int = 32,
@@ -182,7 +186,7 @@ class COVIDx(CachedRadiographDataModule):
         super().__init__(
             root=root,
             cache_dir=cache_dir,
-            preprocessing=Preprocessing(image_size=image_size, histogram_equalisation=histogram_equalisation),
+            preprocessing=make_preprocessing(preprocessing, image_size, histogram_equalisation=histogram_equalisation),
             train_batch_size=train_batch_size,
             eval_batch_size=eval_batch_size,
             num_workers=num_workers,

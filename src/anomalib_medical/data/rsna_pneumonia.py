@@ -32,8 +32,9 @@ from anomalib.data.utils import Split
 from torchvision.transforms.v2 import Transform
 
 from anomalib_medical.data.utils.base import CachedRadiographDataModule, SelectedImage
+from anomalib_medical.data.utils.baugh import PreprocessingPreset, make_preprocessing
 from anomalib_medical.data.utils.boxes import boxes_by_image
-from anomalib_medical.data.utils.cache import CacheEntry, Preprocessing
+from anomalib_medical.data.utils.cache import CacheEntry
 from anomalib_medical.data.utils.dicom import IntensityFallback
 from anomalib_medical.data.utils.splits import draw_disjoint, read_label_csv
 
@@ -59,6 +60,8 @@ class RSNAPneumonia(CachedRadiographDataModule):
         apply_window: Apply the DICOM VOI LUT or window when present.
         intensity_fallback: Scaling without window: ``"minmax"`` or ``"bit_depth"``.
         histogram_equalisation: Equalise the histogram of each cached image.
+        preprocessing: ``"display"`` (the display pipeline) or ``"baugh"`` (Baugh et al.'s order, see
+            :mod:`anomalib_medical.data.utils.baugh`), applied once into the cache.
         cache_dir: Parent folder of the preprocessed caches; default ``<root>_cache`` next to ``root``.
         train_batch_size: Training batch size.
         eval_batch_size: Validation and test batch size.
@@ -87,6 +90,7 @@ class RSNAPneumonia(CachedRadiographDataModule):
         apply_window: bool = True,
         intensity_fallback: IntensityFallback = "minmax",
         histogram_equalisation: bool = False,
+        preprocessing: PreprocessingPreset = "display",
         cache_dir: str | Path | None = None,
         train_batch_size: int = 32,
         eval_batch_size: int = 32,
@@ -100,7 +104,9 @@ class RSNAPneumonia(CachedRadiographDataModule):
         super().__init__(
             root=root,
             cache_dir=cache_dir,
-            preprocessing=Preprocessing(image_size, apply_window, intensity_fallback, histogram_equalisation),
+            preprocessing=make_preprocessing(
+                preprocessing, image_size, apply_window, intensity_fallback, histogram_equalisation
+            ),
             train_batch_size=train_batch_size,
             eval_batch_size=eval_batch_size,
             num_workers=num_workers,
