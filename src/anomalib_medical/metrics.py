@@ -19,6 +19,11 @@ metrics are computed on the model's own outputs: :func:`raw_metrics` reads the `
 ``raw_anomaly_map`` fields that :class:`~anomalib_medical.post_processing.RawMapPostProcessor` keeps on the batch,
 for any model. The metrics of this module (including :class:`AUROC` and :class:`AUPR`, anomalib's with this check)
 raise instead of silently skipping a batch that has ``anomaly_map`` but not ``raw_anomaly_map``.
+
+Reconstruction quality (what the SimSID report tracks besides detection): :class:`ReconstructionMSE`,
+:class:`ReconstructionPSNR` and :class:`ReconstructionSSIM` compare the ``reconstruction`` (or
+``teacher_reconstruction``) that Squid and SimSID put on test batches with the input ``image``, both in ``[0, 1]``
+(:func:`reconstruction_metrics`).
 """
 
 from __future__ import annotations
@@ -34,12 +39,23 @@ from anomalib.metrics import AUROC as _AnomalibAUROC
 from anomalib.metrics import AnomalibMetric, F1Score
 from sklearn.exceptions import UndefinedMetricWarning
 from sklearn.metrics import average_precision_score
-from torchmetrics import Metric
+from torchmetrics import MeanSquaredError, Metric
+from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 from torchmetrics.utilities.data import dim_zero_cat
 
 from anomalib_medical.post_processing import RAW_FIELDS
 
-__all__ = ["AUPR", "AUROC", "AveragePrecision", "ChunkedAveragePrecision", "raw_metrics"]
+__all__ = [
+    "AUPR",
+    "AUROC",
+    "AveragePrecision",
+    "ChunkedAveragePrecision",
+    "ReconstructionMSE",
+    "ReconstructionPSNR",
+    "ReconstructionSSIM",
+    "raw_metrics",
+    "reconstruction_metrics",
+]
 
 
 class _RawFieldCheck:
@@ -191,3 +207,81 @@ def raw_metrics() -> list[AnomalibMetric]:
         ChunkedAveragePrecision(fields=pixel, prefix="pixel_", strict=False),
         F1Score(fields=["pred_mask", "gt_mask"], prefix="pixel_", strict=False),
     ]
+
+
+class _AgainstGreyInput:
+    """Update with ``(reconstruction, image)``, the image averaged to grey for a one-channel reconstruction.
+
+    Squid and SimSID see grey images (``in_channels=1``) while anomalib's batches hold 3-channel ones.
+    """
+
+    def update(self, reconstruction: torch.Tensor, image: torch.Tensor) -> None:
+        """Compare ``reconstruction`` ``(B, C, H, W)`` with ``image`` ``(B, C', H, W)``, both in ``[0, 1]``."""
+        if reconstruction.shape[1] == 1 and image.shape[1] != 1:
+            image = image.mean(dim=1, keepdim=True)
+        if reconstruction.shape != image.shape:
+            msg = (
+                f"{type(self).__name__}: reconstruction of shape {tuple(reconstruction.shape)} does not match the "
+                f"image of shape {tuple(image.shape)}."
+            )
+            raise ValueError(msg)
+        super().update(reconstruction.float(), image.float())  # type: ignore[misc]
+
+
+class ReconstructionMSE(AnomalibMetric, _AgainstGreyInput, MeanSquaredError):  # type: ignore[misc]
+    """Mean squared error of the reconstruction against the input over all pixels of the test set.
+
+    Args:
+        fields: Batch fields ``[reconstruction, image]`` (default ``["reconstruction", "image"]``; the teacher's:
+            ``["teacher_reconstruction", "image"]``).
+        prefix: Prefix of the metric's name (``"teacher_"`` gives ``teacher_ReconstructionMSE``).
+        strict: Raise when a batch lacks a field (``False`` skips it).
+
+    """
+
+    default_fields = ("reconstruction", "image")
+
+
+class ReconstructionPSNR(AnomalibMetric, _AgainstGreyInput, PeakSignalNoiseRatio):  # type: ignore[misc]
+    """Mean over images of the peak signal-to-noise ratio ``10 log10(1 / MSE)`` in dB (data range 1).
+
+    Arguments as :class:`ReconstructionMSE`.
+    """
+
+    default_fields = ("reconstruction", "image")
+
+    def __init__(self, fields: list[str] | None = None, prefix: str = "", strict: bool = True) -> None:
+        super().__init__(fields=fields, prefix=prefix, strict=strict, data_range=1.0, dim=(1, 2, 3))
+
+
+class ReconstructionSSIM(AnomalibMetric, _AgainstGreyInput, StructuralSimilarityIndexMeasure):  # type: ignore[misc]
+    """Mean structural similarity (Wang et al. 2004, torchmetrics' 11-pixel Gaussian window, data range 1).
+
+    Arguments as :class:`ReconstructionMSE`.
+    """
+
+    default_fields = ("reconstruction", "image")
+
+    def __init__(self, fields: list[str] | None = None, prefix: str = "", strict: bool = True) -> None:
+        super().__init__(fields=fields, prefix=prefix, strict=strict, data_range=1.0)
+
+
+def reconstruction_metrics(teacher: bool = False) -> list[AnomalibMetric]:
+    """MSE, PSNR and SSIM of the student reconstruction against the input (and of the teacher's with ``teacher``).
+
+    Squid and SimSID put the reconstructions on test batches when a test metric reads them. The teacher's are
+    named ``teacher_ReconstructionMSE`` ...; a model without distillation has none (they are skipped).
+
+    Example:
+        >>> from anomalib.metrics import Evaluator
+        >>> evaluator = Evaluator(test_metrics=reconstruction_metrics())  # e.g. Squid(evaluator=evaluator)
+
+    """
+    metrics: list[AnomalibMetric] = [ReconstructionMSE(), ReconstructionPSNR(), ReconstructionSSIM()]
+    if teacher:
+        fields = ["teacher_reconstruction", "image"]
+        metrics += [
+            metric(fields=fields, prefix="teacher_", strict=False)
+            for metric in (ReconstructionMSE, ReconstructionPSNR, ReconstructionSSIM)
+        ]
+    return metrics

@@ -6,6 +6,10 @@ PNG is drawn saturated. :class:`RadiographVisualizer` draws the file read by
 :func:`~anomalib_medical.data.utils.reader.read_image_tensor` (full resolution, full depth, DICOM display
 pipeline) and is otherwise anomalib's: same fields, overlays, sizes and output file names (a DICOM input
 ``scan.dcm`` gives ``scan.dcm.png``). It is the default visualiser of this package's models.
+
+When the batch carries reconstructions (Squid and SimSID add ``reconstruction`` and, with distillation,
+``teacher_reconstruction`` to test and predict batches), each is drawn as one more panel to the right of anomalib's,
+titled "Reconstruction" / "Teacher Reconstruction", at the model's input resolution resized to ``field_size``.
 """
 
 from __future__ import annotations
@@ -16,14 +20,20 @@ from typing import TYPE_CHECKING
 
 from anomalib.utils.path import generate_output_filename
 from anomalib.visualization import ImageVisualizer
-from anomalib.visualization.image.item_visualizer import visualize_image_item
+from anomalib.visualization.image.functional import add_text_to_image, visualize_image
+from anomalib.visualization.image.item_visualizer import DEFAULT_TEXT_CONFIG, visualize_image_item
+from PIL import Image
 
 from anomalib_medical.data.utils.reader import DICOM_SUFFIXES, read_image_tensor
 
 if TYPE_CHECKING:
+    import torch
     from anomalib.data import ImageBatch, ImageItem
     from anomalib.models import AnomalibModule
     from lightning.pytorch import Trainer
+
+# Extra batch fields drawn as panels after anomalib's, with their titles (see the module docstring).
+RECONSTRUCTION_PANELS = {"reconstruction": "Reconstruction", "teacher_reconstruction": "Teacher Reconstruction"}
 
 
 class RadiographVisualizer(ImageVisualizer):
@@ -43,7 +53,12 @@ class RadiographVisualizer(ImageVisualizer):
         if self.output_dir is None:
             self.output_dir = Path(trainer.default_root_dir) / "images"
         datamodule = getattr(trainer, "datamodule", None)
-        for item in batch:
+        reconstructions = {
+            title: value
+            for field, title in RECONSTRUCTION_PANELS.items()
+            if (value := getattr(batch, field, None)) is not None
+        }
+        for index, item in enumerate(batch):
             picture = visualize_image_item(
                 _displayed(item),
                 fields=self.fields,
@@ -53,6 +68,9 @@ class RadiographVisualizer(ImageVisualizer):
                 overlay_fields_config=self.overlay_fields_config,
                 text_config=self.text_config,
             )
+            panels = {title: value[index] for title, value in reconstructions.items()}
+            if picture is not None and panels:
+                picture = self._with_panels(picture, panels)
             if picture is not None:
                 filename = generate_output_filename(
                     input_path=item.image_path or "",
@@ -63,6 +81,22 @@ class RadiographVisualizer(ImageVisualizer):
                 if filename.suffix.lower() in DICOM_SUFFIXES:  # Pillow cannot write DICOM: scan.dcm -> scan.dcm.png
                     filename = filename.with_name(f"{filename.name}.png")
                 picture.save(filename)
+
+    def _with_panels(self, picture: Image.Image, panels: dict[str, torch.Tensor]) -> Image.Image:
+        """Append one ``field_size`` panel per image ``(C, H, W)`` in ``[0, 1]``, titled as anomalib titles fields."""
+        text_config = {**DEFAULT_TEXT_CONFIG, **(self.text_config or {})}
+        add_text = text_config.pop("enable", True)
+        images = [picture]
+        for title, image in panels.items():
+            panel = visualize_image(image.detach().float().clamp(0, 1).cpu()).convert("RGB").resize(self.field_size)
+            images.append(add_text_to_image(panel, title, **text_config) if add_text else panel)
+        width = sum(image.width for image in images)
+        row = Image.new("RGB", (width, picture.height), color="white")
+        left = 0
+        for image in images:
+            row.paste(image, (left, 0))
+            left += image.width
+        return row
 
 
 def _displayed(item: ImageItem) -> ImageItem:

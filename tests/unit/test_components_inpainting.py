@@ -138,3 +138,12 @@ def test_timm_encoder_interface():
     features = encoder(torch.rand(1, 1, 32, 32))
     assert len(features) == 3
     assert [f.shape[1] for f in features] == encoder.channels
+
+
+def test_discriminator_names_a_training_batch_of_one_with_a_1x1_last_map():
+    discriminator = ImageDiscriminator(image_size=(24, 24), channels=(4, 8, 8, 8, 8)).train()
+    assert discriminator.output_size == (1, 1)
+    with pytest.raises(ValueError, match=r"training batch of one image .* last map is 1 x 1"):
+        discriminator(torch.rand(1, 1, 24, 24))
+    assert discriminator(torch.rand(2, 1, 24, 24)).shape == (2,)
+    assert discriminator.eval()(torch.rand(1, 1, 24, 24)).shape == (1,)  # running statistics: fine

@@ -42,7 +42,7 @@ from lightning.pytorch.utilities.types import STEP_OUTPUT
 from torch import optim
 from torchvision.transforms.v2 import Resize
 
-from .detector import InpaintingDetector
+from .detector import RECONSTRUCTION_FIELDS, InpaintingDetector
 from .lightning_checks import CheckedModuleMixin
 from .losses import DiscriminatorLoss, InpaintingGeneratorLoss
 from .memory import MemoryQueue
@@ -362,6 +362,30 @@ class AdversarialInpaintingMixin(CheckedModuleMixin):
         batch = batch.update(**predictions._asdict())
         self.check_finite_scores(batch)
         return batch
+
+    def test_step(self, batch: Batch, *args: Any, **kwargs: Any) -> STEP_OUTPUT:
+        """Score a test batch; add the reconstructions when the visualiser or a test metric reads them."""
+        output = super().test_step(batch, *args, **kwargs)
+        metrics = self.evaluator.test_metrics if self.evaluator is not None else []
+        if self.visualizer is not None or any(set(m.fields) & set(RECONSTRUCTION_FIELDS) for m in metrics):
+            self._add_reconstructions(output)
+        return output
+
+    def predict_step(self, batch: Batch, *args: Any, **kwargs: Any) -> STEP_OUTPUT:
+        """Score a batch; add the reconstructions when there is a visualiser to draw them."""
+        output = super().predict_step(batch, *args, **kwargs)
+        if self.visualizer is not None:
+            self._add_reconstructions(output)
+        return output
+
+    def _add_reconstructions(self, batch: Batch) -> None:
+        """Set the ``reconstruction`` and ``teacher_reconstruction`` fields of ``batch`` (``[0, 1]``, ``(B, C, H, W)``).
+
+        Extra attributes, as :class:`~anomalib_medical.post_processing.RawMapPostProcessor`'s ``raw_*`` fields:
+        anomalib's batch dataclasses have no such fields, and the exported ``forward`` does not compute them.
+        """
+        student, teacher = self.model.reconstructions(batch.image)
+        batch.reconstruction, batch.teacher_reconstruction = student, teacher
 
     @property
     def trainer_arguments(self) -> dict[str, Any]:

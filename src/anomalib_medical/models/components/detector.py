@@ -35,6 +35,8 @@ ResidualPooling = Literal["mean", "max"]
 FeatureResidual = Literal["encoder", "memory"]
 DiscriminatorScoring = Literal["running", "per_image"]
 
+# Batch fields the Lightning test/predict steps add from :meth:`InpaintingDetector.reconstructions`.
+RECONSTRUCTION_FIELDS: tuple[str, ...] = ("reconstruction", "teacher_reconstruction")
 # Raw score components, in the order of the ``score_mean``/``score_std`` buffers.
 SCORE_COMPONENTS: tuple[str, ...] = ("discriminator", "residual_image", "residual_feature")
 # Weights of the standardised components that make up each score type.
@@ -214,6 +216,20 @@ class InpaintingDetector(nn.Module):
             dim=1,
         )
         return scores, image_map if self.anomaly_map_type == "image" else feature_map
+
+    @torch.no_grad()
+    def reconstructions(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Student and teacher reconstructions of ``image`` in ``[0, 1]`` at the network's channels.
+
+        For the visualiser and the reconstruction metrics (the Lightning test and predict steps); not part of
+        ``forward``, so exported graphs keep their outputs. The teacher's is ``None`` without distillation.
+        """
+        output = self.generator(self.reduce_channels(image), teacher=True)
+        teacher = output.teacher_reconstruction
+        return (
+            self.generator.to_unit_range(output.reconstruction),
+            None if teacher is None else self.generator.to_unit_range(teacher),
+        )
 
     @torch.no_grad()
     def set_score_statistics(self, raw_scores: torch.Tensor) -> None:

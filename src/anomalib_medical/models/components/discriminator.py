@@ -59,6 +59,14 @@ class ImageDiscriminator(nn.Module):
 
         """
         if not per_image:
+            if self.training and len(image) == 1 and self.output_size == (1, 1) and len(self.features) > 2:
+                msg = (
+                    f"A training batch of one image reaches the discriminator's last batch norm as one value per "
+                    f"channel (its last map is 1 x 1 for images of {tuple(image.shape[-2:])}), which batch norm "
+                    "cannot normalise. Train with batches of at least 2 images (e.g. a training-set size that does "
+                    "not leave a last batch of one) or with larger images."
+                )
+                raise ValueError(msg)
             return self.classifier(self.features(image).flatten(1))[:, 0]
         x = image
         for layer in self.features:

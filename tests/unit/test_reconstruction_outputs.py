@@ -1,0 +1,98 @@
+"""Squid/SimSID reconstructions on test batches: the visualiser's extra panels and the reconstruction metrics."""
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+from anomalib.data import ImageBatch
+from anomalib.metrics import Evaluator
+from PIL import Image
+
+from anomalib_medical.metrics import (
+    ReconstructionMSE,
+    ReconstructionPSNR,
+    ReconstructionSSIM,
+    reconstruction_metrics,
+)
+from anomalib_medical.models import SimSID, Squid
+from anomalib_medical.visualization import RadiographVisualizer
+from tests.unit.test_squid import TINY
+
+
+def test_reconstruction_metrics_hand_computed():
+    image = torch.zeros(2, 3, 16, 16)
+    image[1] = 1.0  # grey input: image 0 black, image 1 white
+    reconstruction = torch.full((2, 1, 16, 16), 0.5)
+    reconstruction[1] = 0.9  # squared errors: 0.25 and 0.01
+    batch = SimpleNamespace(reconstruction=reconstruction, image=image)
+    mse, psnr, ssim = ReconstructionMSE(), ReconstructionPSNR(), ReconstructionSSIM()
+    for metric in (mse, psnr, ssim):
+        metric.update(batch)
+    assert mse.compute().item() == pytest.approx((0.25 + 0.01) / 2)
+    assert psnr.compute().item() == pytest.approx((10 * torch.log10(torch.tensor([4.0, 100.0]))).mean().item(), 1e-5)
+    # Constant images: no variance, SSIM is the luminance term (2 mu_x mu_y + C1) / (mu_x^2 + mu_y^2 + C1), C1 = 0.01^2
+    c1 = 1e-4
+    luminance = [c1 / (0.25 + c1), (1.8 + c1) / (0.81 + 1.0 + c1)]
+    assert ssim.compute().item() == pytest.approx(sum(luminance) / 2, abs=1e-3)  # float32 windows
+
+
+def test_ssim_of_a_perfect_reconstruction_is_one_and_shapes_must_match():
+    image = torch.rand(2, 1, 16, 16)
+    ssim = ReconstructionSSIM()
+    ssim.update(SimpleNamespace(reconstruction=image, image=image.repeat(1, 3, 1, 1)))
+    assert ssim.compute().item() == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="does not match the image"):
+        ReconstructionMSE().update(SimpleNamespace(reconstruction=torch.rand(2, 1, 8, 8), image=image))
+
+
+def test_teacher_metrics_are_named_and_skip_a_model_without_teacher():
+    metrics = reconstruction_metrics(teacher=True)
+    assert [metric.name for metric in metrics] == [
+        "ReconstructionMSE",
+        "ReconstructionPSNR",
+        "ReconstructionSSIM",
+        "teacher_ReconstructionMSE",
+        "teacher_ReconstructionPSNR",
+        "teacher_ReconstructionSSIM",
+    ]
+    batch = SimpleNamespace(reconstruction=torch.rand(1, 1, 16, 16), image=torch.rand(1, 1, 16, 16))
+    batch.teacher_reconstruction = None
+    for metric in metrics:
+        metric.update(batch)
+    assert [metric.update_count for metric in metrics] == [1, 1, 1, 0, 0, 0]
+
+
+@pytest.mark.parametrize("model_class", [Squid, SimSID])
+def test_test_step_adds_reconstructions_only_when_read(model_class):
+    model = model_class(**TINY, evaluator=False, visualizer=False).eval()
+    image = torch.rand(2, 3, 24, 24)
+    with torch.no_grad():
+        plain = model.test_step(ImageBatch(image=image), 0)
+        assert getattr(plain, "reconstruction", None) is None
+        model.evaluator = Evaluator(test_metrics=reconstruction_metrics())
+        batch = model.test_step(ImageBatch(image=image), 0)
+        student, teacher = model.model.reconstructions(image)
+    assert batch.reconstruction.shape == batch.teacher_reconstruction.shape == (2, 1, 24, 24)
+    assert torch.equal(batch.reconstruction, student)
+    assert torch.equal(batch.teacher_reconstruction, teacher)
+    assert torch.equal(batch.pred_score, plain.pred_score)  # the scores are those of the exported forward
+
+
+def test_visualiser_draws_the_reconstruction_panels(tmp_path):
+    model = Squid(**TINY, evaluator=False).eval()
+    assert isinstance(model.visualizer, RadiographVisualizer)
+    trainer = SimpleNamespace(default_root_dir=tmp_path, datamodule=None)
+    widths = {}
+    for name in ("plain", "with_reconstructions"):
+        model.visualizer.output_dir = tmp_path / name
+        model.visualizer.output_dir.mkdir()
+        batch = ImageBatch(image=torch.rand(1, 3, 24, 24), image_path=[str(tmp_path / "missing.png")])
+        with torch.no_grad():
+            batch = model.test_step(batch, 0)
+        if name == "plain":
+            batch.reconstruction = batch.teacher_reconstruction = None
+        model.visualizer.on_test_batch_end(trainer, model, batch, batch, 0)
+        (written,) = (tmp_path / name).rglob("*.png")
+        widths[name] = Image.open(written).width
+    panel = model.visualizer.field_size[0]
+    assert widths["with_reconstructions"] == widths["plain"] + 2 * panel  # student and teacher panels
