@@ -316,9 +316,11 @@ class _SyntheticAPHistory(Callback):
 def test_short_training_improves_synthetic_ap_and_restores_the_best_epoch(tmp_path: Path) -> None:
     """120 optimiser steps on 24 px DigitAnatomy; the model is selected on held-out synthetic tasks.
 
-    A bound with a wide measured margin instead of a seed-dependent test AUROC: over seeds 0-3 (one thread) and
-    0-1 (two threads) the best synthetic pixel AP was 2.5-7.8 times the first epoch's (0.13-0.58 against
-    0.05-0.07); the real test-set pixel AUROC at this budget was 0.43-0.62, too close to chance to bound.
+    A bound with a wide measured margin instead of a seed-dependent test AUROC. With PyTorch's initialisation, over
+    seeds 0-4 (one thread) and 0, 2 (two threads) the best synthetic pixel AP was 7.1-11.5 times the first epoch's
+    (0.52-0.68 against 0.06-0.08). The authors' He initialisation learns this tiny budget too slowly for a margin
+    (1.5-2.6 times over seeds 0-3), so the test uses ``initialisation="pytorch"``; the real test-set pixel AUROC at
+    this budget is too close to chance to bound.
     """
     seed_everything(0)
     datamodule = DigitAnatomy(
@@ -336,6 +338,7 @@ def test_short_training_improves_synthetic_ap_and_restores_the_best_epoch(tmp_pa
         positional_encoding=False,
         image_size=(24, 24),
         push_distance=(0.5, 2.0),
+        initialisation="pytorch",
         learning_rate=1e-2,
         warmup_steps=20,
         decay_rate=0.999,
