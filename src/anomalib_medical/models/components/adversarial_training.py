@@ -365,27 +365,28 @@ class AdversarialInpaintingMixin(CheckedModuleMixin):
 
     def test_step(self, batch: Batch, *args: Any, **kwargs: Any) -> STEP_OUTPUT:
         """Score a test batch; add the reconstructions when the visualiser or a test metric reads them."""
-        output = super().test_step(batch, *args, **kwargs)
         metrics = self.evaluator.test_metrics if self.evaluator is not None else []
         if self.visualizer is not None or any(set(m.fields) & set(RECONSTRUCTION_FIELDS) for m in metrics):
-            self._add_reconstructions(output)
-        return output
+            return self._predict_with_reconstructions(batch)
+        return super().test_step(batch, *args, **kwargs)
 
     def predict_step(self, batch: Batch, *args: Any, **kwargs: Any) -> STEP_OUTPUT:
         """Score a batch; add the reconstructions when there is a visualiser to draw them."""
-        output = super().predict_step(batch, *args, **kwargs)
         if self.visualizer is not None:
-            self._add_reconstructions(output)
-        return output
+            return self._predict_with_reconstructions(batch)
+        return super().predict_step(batch, *args, **kwargs)
 
-    def _add_reconstructions(self, batch: Batch) -> None:
-        """Set the ``reconstruction`` and ``teacher_reconstruction`` fields of ``batch`` (``[0, 1]``, ``(B, C, H, W)``).
+    def _predict_with_reconstructions(self, batch: Batch) -> Batch:
+        """``batch`` with the predictions and the ``reconstruction`` / ``teacher_reconstruction`` fields.
 
-        Extra attributes, as :class:`~anomalib_medical.post_processing.RawMapPostProcessor`'s ``raw_*`` fields:
-        anomalib's batch dataclasses have no such fields, and the exported ``forward`` does not compute them.
+        One generator pass gives both (``[0, 1]``, ``(B, C, H, W)``). The fields are extra attributes, as
+        :class:`~anomalib_medical.post_processing.RawMapPostProcessor`'s ``raw_*`` fields: anomalib's batch
+        dataclasses have no such fields, and the exported ``forward`` does not compute them.
         """
-        student, teacher = self.model.reconstructions(batch.image)
+        predictions, student, teacher = self.model.predict_with_reconstructions(batch.image)
+        batch = batch.update(**predictions._asdict())
         batch.reconstruction, batch.teacher_reconstruction = student, teacher
+        return batch
 
     @property
     def trainer_arguments(self) -> dict[str, Any]:

@@ -172,6 +172,7 @@ class InpaintingDetector(nn.Module):
         self,
         image: torch.Tensor,
         components: Sequence[str] = SCORE_COMPONENTS,
+        output: GeneratorOutput | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Raw (unstandardised) score components and the anomaly map, without touching any buffer.
 
@@ -184,13 +185,15 @@ class InpaintingDetector(nn.Module):
         Args:
             image: Channel-reduced input ``(B, C, H, W)`` in ``[0, 1]``.
             components: Components to compute; the others are returned as zeros.
+            output: The generator's eval output for ``image`` when the caller already has it (else computed).
 
         Returns:
             Scores ``(B, 3)`` in :data:`SCORE_COMPONENTS` order (higher = more anomalous) and the map
             ``(B, 1, H, W)`` (pixel residual maps smoothed; the patch-level memory map as it is).
 
         """
-        output = self.generator(image, teacher=False)
+        if output is None:
+            output = self.generator(image, teacher=False)
         zeros = image.new_zeros(image.shape[0])
         image_map = image_score = feature_map = feature_score = zeros
         if "residual_image" in components or self.anomaly_map_type == "image":
@@ -218,15 +221,20 @@ class InpaintingDetector(nn.Module):
         return scores, image_map if self.anomaly_map_type == "image" else feature_map
 
     @torch.no_grad()
-    def reconstructions(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Student and teacher reconstructions of ``image`` in ``[0, 1]`` at the network's channels.
+    def predict_with_reconstructions(
+        self, image: torch.Tensor
+    ) -> tuple[InferenceBatch, torch.Tensor, torch.Tensor | None]:
+        """Eval prediction and the student / teacher reconstructions in ``[0, 1]``, from one generator pass.
 
         For the visualiser and the reconstruction metrics (the Lightning test and predict steps); not part of
-        ``forward``, so exported graphs keep their outputs. The teacher's is ``None`` without distillation.
+        ``forward``, so exported graphs keep their outputs. The prediction equals ``forward``'s (the student path
+        does not depend on the teacher); the teacher's reconstruction is ``None`` without distillation.
         """
-        output = self.generator(self.reduce_channels(image), teacher=True)
+        image = self.reduce_channels(self.check_image_size(image))
+        output = self.generator(image, teacher=True)
         teacher = output.teacher_reconstruction
         return (
+            self.predict(image, output),
             self.generator.to_unit_range(output.reconstruction),
             None if teacher is None else self.generator.to_unit_range(teacher),
         )
@@ -237,15 +245,11 @@ class InpaintingDetector(nn.Module):
         self.score_mean.copy_(raw_scores.mean(dim=0))
         self.score_std.copy_(raw_scores.std(dim=0, correction=0).clamp_min(1e-8))
 
-    def forward(self, image: torch.Tensor) -> GeneratorOutput | InferenceBatch:
-        """Training: generator outputs. Eval: ``InferenceBatch(pred_score, anomaly_map)``.
-
-        ``pred_score`` is the weighted sum of the standardised score components of ``score_type``
-        (for ``"discriminator"`` this is the papers' anomaly score A before its sigmoid).
+    def check_image_size(self, image: torch.Tensor) -> torch.Tensor:
+        """Return ``image`` if its height and width are the model's ``image_size``.
 
         Raises:
-            ValueError: If the input's height and width are not the model's ``image_size`` (a check on static
-                shapes: nothing of it enters an exported graph).
+            ValueError: If they are not (a check on static shapes: nothing of it enters an exported graph).
 
         """
         expected = self.generator.image_size
@@ -255,15 +259,32 @@ class InpaintingDetector(nn.Module):
                 "resize them to it (the model's default pre-processor does) or build the model with their size."
             )
             raise ValueError(msg)
-        image = self.reduce_channels(image)
-        if self.training:
-            return self.generator(image)
+        return image
+
+    def predict(self, image: torch.Tensor, output: GeneratorOutput) -> InferenceBatch:
+        """``InferenceBatch(pred_score, anomaly_map)`` of channel-reduced ``image`` from its generator output.
+
+        ``pred_score`` is the weighted sum of the standardised score components of ``score_type``
+        (for ``"discriminator"`` this is the papers' anomaly score A before its sigmoid).
+        """
         weights = SCORE_WEIGHTS[self.score_type]
         active = [index for index, weight in enumerate(weights) if weight]
-        raw, anomaly_map = self.raw_scores(image, [SCORE_COMPONENTS[index] for index in active])
+        raw, anomaly_map = self.raw_scores(image, [SCORE_COMPONENTS[index] for index in active], output)
         # Only the score type's components enter the graph: an unused component standardises to a constant
         # that can be huge (a near-constant discriminator has std ~1e-6), and INT8 calibration of a tensor
         # holding it rounds the used components to zero.
         standardised = (raw[:, active] - self.score_mean[active]) / self.score_std[active]
         pred_score = standardised @ standardised.new_tensor([weights[index] for index in active])
         return InferenceBatch(pred_score=pred_score, anomaly_map=anomaly_map)
+
+    def forward(self, image: torch.Tensor) -> GeneratorOutput | InferenceBatch:
+        """Training: generator outputs. Eval: ``InferenceBatch(pred_score, anomaly_map)`` (:meth:`predict`).
+
+        Raises:
+            ValueError: If the input's height and width are not the model's ``image_size``.
+
+        """
+        image = self.reduce_channels(self.check_image_size(image))
+        if self.training:
+            return self.generator(image)
+        return self.predict(image, self.generator(image, teacher=False))
