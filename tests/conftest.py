@@ -15,6 +15,8 @@ import torch
 if TYPE_CHECKING:
     from anomalib.cli import AnomalibCLI
 
+    from anomalib_medical.data import DigitAnatomy
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DIR = REPO_ROOT.parent / "shared"
 
@@ -78,3 +80,18 @@ def shared_dir() -> Path:
     if not SHARED_DIR.is_dir():
         pytest.skip(f"{SHARED_DIR} is absent (a user's clone): the test needs the project's shared data folder")
     return SHARED_DIR
+
+
+@pytest.fixture(scope="module")
+def tiny_digits(tmp_path_factory: pytest.TempPathFactory) -> DigitAnatomy:
+    """A DigitAnatomy datamodule of 24 px images: 32 training images, 4 test images per type."""
+    from anomalib_medical.data import DigitAnatomy
+
+    return DigitAnatomy(
+        root=tmp_path_factory.mktemp("digits"),
+        cell_size=8,
+        samples_per_type=4,
+        train_size=32,
+        train_batch_size=8,
+        eval_batch_size=10,
+    )

@@ -14,7 +14,6 @@ from anomalib.data import ImageBatch
 from anomalib.engine import Engine
 from lightning.pytorch import Callback, Trainer
 
-from anomalib_medical.data import DigitAnatomy
 from anomalib_medical.models import SimSID, Squid, SyntheticTaskLocaliser
 from anomalib_medical.models.components.lightning_checks import CHECKPOINT_CLASS_KEY
 from anomalib_medical.models.components.validation import check_number
@@ -28,18 +27,6 @@ from tests.unit.test_synthetic_task_localiser import one_thread  # noqa: F401 (a
 TINY = SQUID_TINY | {"visualizer": False}
 TINY_SIMSID = TINY | {"discriminator_channels": (4, 8, 16)}
 TINY_LOCALISER = {"depth": 2, "base_channels": 4, "max_channels": 8, "visualizer": False}
-
-
-@pytest.fixture(scope="module")
-def tiny_digits(tmp_path_factory) -> DigitAnatomy:
-    return DigitAnatomy(
-        root=tmp_path_factory.mktemp("digits"),
-        cell_size=8,
-        samples_per_type=4,
-        train_size=32,
-        train_batch_size=8,
-        eval_batch_size=10,
-    )
 
 
 def _engine(tmp_path: Path, **kwargs) -> Engine:

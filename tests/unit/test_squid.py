@@ -11,7 +11,6 @@ from anomalib.data import InferenceBatch
 from anomalib.engine import Engine
 from lightning.pytorch import Callback
 
-from anomalib_medical.data import DigitAnatomy
 from anomalib_medical.models import Squid
 from anomalib_medical.models.components.detector import SCORE_WEIGHTS
 from anomalib_medical.models.components.generator import GeneratorOutput
@@ -50,18 +49,6 @@ def _engine(tmp_path, **kwargs) -> Engine:
         "devices": 1,
     }
     return Engine(**(defaults | kwargs))
-
-
-@pytest.fixture(scope="module")
-def tiny_digits(tmp_path_factory) -> DigitAnatomy:
-    return DigitAnatomy(
-        root=tmp_path_factory.mktemp("digits"),
-        cell_size=8,
-        samples_per_type=4,
-        train_size=32,
-        train_batch_size=8,
-        eval_batch_size=10,
-    )
 
 
 def test_training_forward_shapes():
