@@ -1,5 +1,6 @@
-"""Datamodules for radiograph anomaly detection (``anomalib.data.AnomalibDataModule`` subclasses)."""
+"""Datamodules for radiograph and brain MRI anomaly detection (``anomalib.data.AnomalibDataModule`` subclasses)."""
 
+from anomalib_medical.data.brain_phantom import BrainPhantom
 from anomalib_medical.data.chest_xray import ChestXray, ChestXrayDataset
 from anomalib_medical.data.chexpert import CheXpert
 from anomalib_medical.data.covidx import COVIDx
@@ -17,6 +18,7 @@ from anomalib_medical.data.utils.reader import read_image_tensor
 from anomalib_medical.data.vindr_cxr import VinDrCXR
 
 __all__: list[str] = [
+    "BrainPhantom",
     "COVIDx",
     "CheXpert",
     "ChestXray",

@@ -36,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 from anomalib.data.utils import LabelName, Split
 from scipy import ndimage
 from skimage import transform
@@ -53,6 +54,7 @@ __all__ = [
     "BrainMRIDataModule",
     "BrainPreprocessing",
     "BrainSubject",
+    "LeftRightFlip",
     "PreprocessedBrainCache",
     "downsample_half",
     "foreground_box",
@@ -137,6 +139,24 @@ def downsample_half(volume: np.ndarray, labels: bool = False) -> np.ndarray:
     if labels:
         return _resize_labels(volume, shape)
     return transform.resize(volume, shape, order=1, preserve_range=True)
+
+
+class LeftRightFlip:
+    """Mirror a volume and its mask left-right (the last axis) with probability ``p`` (the authors' training flip).
+
+    Args:
+        p: Probability of the flip.
+
+    """
+
+    def __init__(self, p: float = 0.5) -> None:
+        self.p = p
+
+    def __call__(self, volume: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return the volume ``(C, D, H, W)`` and mask ``(D, H, W)``, both flipped or both as they are."""
+        if torch.rand(()) < self.p:
+            return volume.flip(-1), mask.flip(-1)
+        return volume, mask
 
 
 @dataclass(frozen=True)
@@ -330,6 +350,7 @@ class BrainMRIDataModule(VolumeDataModule):
             fifth of HCP).
         test_fraction: Healthy data sets: fraction of the subjects held out for testing.
         downsample: Halve the resolution to 80 x 112 x 80 (the paper), or keep 160 x 224 x 160 at 1 mm.
+        flip_left_right: Mirror training volumes left-right with probability 0.5 (the authors' training transform).
         cache_dir: Folder of the preprocessed volumes; default ``<root>/preprocessed``.
         train_batch_size: Training batch size (authors: 8).
         eval_batch_size: Validation and test batch size.
@@ -347,6 +368,7 @@ class BrainMRIDataModule(VolumeDataModule):
         val_fraction: float = 0.2,
         test_fraction: float = 0.0,
         downsample: bool = True,
+        flip_left_right: bool = True,
         cache_dir: str | Path | None = None,
         train_batch_size: int = 8,
         eval_batch_size: int = 8,
@@ -357,6 +379,7 @@ class BrainMRIDataModule(VolumeDataModule):
             train_batch_size=train_batch_size,
             eval_batch_size=eval_batch_size,
             num_workers=num_workers,
+            train_augmentations=LeftRightFlip() if flip_left_right else None,
             seed=seed,
         )
         if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
