@@ -20,6 +20,12 @@ metrics are computed on the model's own outputs: :func:`raw_metrics` reads the `
 for any model. The metrics of this module (including :class:`AUROC` and :class:`AUPR`, anomalib's with this check)
 raise instead of silently skipping a batch that has ``anomaly_map`` but not ``raw_anomaly_map``.
 
+Volumes (3-D, :class:`~anomalib_medical.data.utils.volume.VolumeBatch`): the same metrics apply voxel-wise
+(chunks of 20 *volumes*); :func:`volume_metrics` names them ``voxel_*`` and adds the authors' slice-wise scores
+(:class:`SliceAveragePrecision`, :class:`SliceAUROC`): every slice along the first spatial axis ``D`` of every
+volume is one sample, abnormal when more than ``5 / 128**2`` of its voxels are (Zimmerer et al.'s proportional
+rule, as in the authors' ``eval_metrics.py``), scored by the mean of its map (their table's choice).
+
 Reconstruction quality (what the SimSID report tracks besides detection): :class:`ReconstructionMSE`,
 :class:`ReconstructionPSNR` and :class:`ReconstructionSSIM` compare the ``reconstruction`` (or
 ``teacher_reconstruction``) that Squid and SimSID put on test batches with the input ``image``, both in ``[0, 1]``
@@ -30,6 +36,7 @@ from __future__ import annotations
 
 import itertools
 import warnings
+from typing import Literal
 
 import numpy as np
 import torch
@@ -38,7 +45,7 @@ from anomalib.metrics import AUPR as _AnomalibAUPR
 from anomalib.metrics import AUROC as _AnomalibAUROC
 from anomalib.metrics import AnomalibMetric, F1Score
 from sklearn.exceptions import UndefinedMetricWarning
-from sklearn.metrics import average_precision_score
+from sklearn.metrics import average_precision_score, roc_auc_score
 from torchmetrics import MeanSquaredError, Metric
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 from torchmetrics.utilities.data import dim_zero_cat
@@ -53,9 +60,18 @@ __all__ = [
     "ReconstructionMSE",
     "ReconstructionPSNR",
     "ReconstructionSSIM",
+    "SliceAUROC",
+    "SliceAveragePrecision",
     "raw_metrics",
     "reconstruction_metrics",
+    "slice_labels_and_scores",
+    "volume_metrics",
 ]
+
+#: Fraction of a slice's voxels above which the slice is abnormal (Zimmerer et al.; Baugh et al.'s evaluation).
+SLICE_ANOMALY_FRACTION = 5 / 128**2
+
+SliceAggregation = Literal["mean", "percentile_75", "mean_top_25"]
 
 
 class _RawFieldCheck:
@@ -181,7 +197,140 @@ class AUPR(_RawFieldCheck, _AnomalibAUPR):  # type: ignore[misc]
     """anomalib's ``AUPR`` (trapezoidal area under the precision-recall curve), raising on a missing raw field."""
 
 
-def raw_metrics() -> list[AnomalibMetric]:
+def slice_labels_and_scores(
+    anomaly_maps: torch.Tensor, masks: torch.Tensor, aggregation: SliceAggregation = "mean"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-slice labels and scores of volumes ``(N, D, H, W)``: one per slice along ``D`` (the authors' rule).
+
+    A slice is abnormal when the fraction of its abnormal voxels exceeds :data:`SLICE_ANOMALY_FRACTION`; its
+    score aggregates its map: ``"mean"`` (the paper's table), ``"percentile_75"`` or ``"mean_top_25"`` (the
+    mean of its top 25 % voxels), the authors' three options.
+
+    Raises:
+        ValueError: If the inputs are not volumes ``(N, D, H, W)`` of one shape, or the aggregation is unknown.
+
+    """
+    if anomaly_maps.ndim != 4 or anomaly_maps.shape != masks.shape:
+        msg = (
+            "slice-wise metrics need volume maps and masks (N, D, H, W) of one shape, got "
+            f"{tuple(anomaly_maps.shape)} and {tuple(masks.shape)}"
+        )
+        raise ValueError(msg)
+    slices = anomaly_maps.detach().float().flatten(2).flatten(0, 1)
+    labels = (masks.flatten(2).flatten(0, 1).float().mean(dim=1) > SLICE_ANOMALY_FRACTION).int()
+    if aggregation == "mean":
+        scores = slices.mean(dim=1)
+    elif aggregation == "percentile_75":
+        scores = torch.quantile(slices, 0.75, dim=1)
+    elif aggregation == "mean_top_25":
+        scores = slices.topk(max(int(slices.shape[1] * 0.25), 1), dim=1).values.mean(dim=1)
+    else:
+        msg = f"aggregation must be 'mean', 'percentile_75' or 'mean_top_25', got {aggregation!r}"
+        raise ValueError(msg)
+    return labels, scores
+
+
+class _SliceScores(Metric):
+    """Keep per-slice labels and scores of volume batches; compute a scikit-learn score over all slices."""
+
+    is_differentiable = False
+    higher_is_better = True
+    full_state_update = False
+
+    def __init__(self, aggregation: SliceAggregation = "mean", **kwargs: object) -> None:
+        super().__init__(**kwargs)
+        slice_labels_and_scores(torch.zeros(1, 1, 1, 1), torch.zeros(1, 1, 1, 1), aggregation)  # checks the name
+        self.aggregation = aggregation
+        self.add_state("scores", default=[], dist_reduce_fx="cat")
+        self.add_state("labels", default=[], dist_reduce_fx="cat")
+
+    def update(self, anomaly_maps: torch.Tensor, masks: torch.Tensor) -> None:
+        """Add the slices of a batch of volume maps and masks ``(N, D, H, W)``."""
+        labels, scores = slice_labels_and_scores(anomaly_maps, masks, self.aggregation)
+        self.labels.append(labels)
+        self.scores.append(scores)
+
+    def _score(self, labels: np.ndarray, scores: np.ndarray) -> float:
+        raise NotImplementedError
+
+    def compute(self) -> torch.Tensor:
+        """Compute the score over every slice seen."""
+        labels = dim_zero_cat(self.labels).cpu().numpy()
+        return torch.tensor(self._score(labels, dim_zero_cat(self.scores).cpu().numpy()))
+
+
+class SliceAveragePrecision(_RawFieldCheck, AnomalibMetric, _SliceScores):  # type: ignore[misc]
+    """Slice-wise average precision of volumes (the authors' slice rule; see the module docstring).
+
+    Named ``<prefix>AveragePrecision`` (``slice_AveragePrecision`` in :func:`volume_metrics`).
+
+    Args:
+        fields: Batch fields ``[map, mask]`` (``["raw_anomaly_map", "gt_mask"]`` in :func:`volume_metrics`).
+        prefix: Prefix of the metric's name.
+        strict: Raise when a batch lacks a field (``False`` skips it).
+        aggregation: Slice score from its map (see :func:`slice_labels_and_scores`).
+
+    """
+
+    def __init__(
+        self,
+        fields: list[str] | None = None,
+        prefix: str = "",
+        strict: bool = True,
+        aggregation: SliceAggregation = "mean",
+    ) -> None:
+        super().__init__(fields=fields, prefix=prefix, strict=strict, aggregation=aggregation)
+        self.name = f"{prefix}AveragePrecision"  # slice_AveragePrecision
+
+    def _score(self, labels: np.ndarray, scores: np.ndarray) -> float:
+        return _average_precision(labels, scores)
+
+
+class SliceAUROC(_RawFieldCheck, AnomalibMetric, _SliceScores):  # type: ignore[misc]
+    """Slice-wise area under the ROC curve of volumes (scikit-learn's; NaN when the slices have one class).
+
+    Named ``<prefix>AUROC`` (``slice_AUROC`` in :func:`volume_metrics`).
+
+    Arguments as :class:`SliceAveragePrecision`.
+    """
+
+    def __init__(
+        self,
+        fields: list[str] | None = None,
+        prefix: str = "",
+        strict: bool = True,
+        aggregation: SliceAggregation = "mean",
+    ) -> None:
+        super().__init__(fields=fields, prefix=prefix, strict=strict, aggregation=aggregation)
+        self.name = f"{prefix}AUROC"  # slice_AUROC
+
+    def _score(self, labels: np.ndarray, scores: np.ndarray) -> float:
+        if len(np.unique(labels)) < 2:
+            return float("nan")
+        return float(roc_auc_score(labels, scores))
+
+
+def volume_metrics() -> list[AnomalibMetric]:
+    """Test metrics of volumes: :func:`raw_metrics` per volume and per voxel (``voxel_*``), and slice-wise AP/AUROC.
+
+    Names: ``image_AUROC`` ... (one score per volume), ``voxel_AUROC``, ``voxel_AUPR``, ``voxel_AveragePrecision``
+    (whole set), ``voxel_ChunkedAveragePrecision`` (chunks of 20 volumes, 10 orderings: the paper's Table 1),
+    ``voxel_F1Score``, ``slice_AveragePrecision`` and ``slice_AUROC``.
+
+    Example:
+        >>> from anomalib.metrics import Evaluator
+        >>> evaluator = Evaluator(test_metrics=volume_metrics())  # the 3-D localiser's default
+
+    """
+    pixel = ["raw_anomaly_map", "gt_mask"]
+    return [
+        *raw_metrics(pixel_prefix="voxel_"),
+        SliceAveragePrecision(fields=pixel, prefix="slice_", strict=False),
+        SliceAUROC(fields=pixel, prefix="slice_", strict=False),
+    ]
+
+
+def raw_metrics(pixel_prefix: str = "pixel_") -> list[AnomalibMetric]:
     """Test metrics on the raw scores and maps: image and pixel AUROC, AUPR and AP, the chunked pixel AP, and F1.
 
     The ranking metrics read ``raw_pred_score`` / ``raw_anomaly_map`` (the model needs
@@ -201,11 +350,11 @@ def raw_metrics() -> list[AnomalibMetric]:
         AUPR(fields=image, prefix="image_"),
         AveragePrecision(fields=image, prefix="image_"),
         F1Score(fields=["pred_label", "gt_label"], prefix="image_"),
-        AUROC(fields=pixel, prefix="pixel_", strict=False),
-        AUPR(fields=pixel, prefix="pixel_", strict=False),
-        AveragePrecision(fields=pixel, prefix="pixel_", strict=False),
-        ChunkedAveragePrecision(fields=pixel, prefix="pixel_", strict=False),
-        F1Score(fields=["pred_mask", "gt_mask"], prefix="pixel_", strict=False),
+        AUROC(fields=pixel, prefix=pixel_prefix, strict=False),
+        AUPR(fields=pixel, prefix=pixel_prefix, strict=False),
+        AveragePrecision(fields=pixel, prefix=pixel_prefix, strict=False),
+        ChunkedAveragePrecision(fields=pixel, prefix=pixel_prefix, strict=False),
+        F1Score(fields=["pred_mask", "gt_mask"], prefix=pixel_prefix, strict=False),
     ]
 
 

@@ -10,14 +10,23 @@ pipeline) and is otherwise anomalib's: same fields, overlays, sizes and output f
 When the batch carries reconstructions (Squid and SimSID add ``reconstruction`` and, with distillation,
 ``teacher_reconstruction`` to test and predict batches), each is drawn as one more panel to the right of anomalib's,
 titled "Reconstruction" / "Teacher Reconstruction", at the model's input resolution resized to ``field_size``.
+
+Volumes (:class:`~anomalib_medical.data.utils.volume.VolumeBatch`): each volume is saved as a montage
+(:func:`volume_montage`), one row per slice along ``D`` drawn with anomalib's item visualiser (the same fields and
+overlays: image, ground-truth mask, image + anomaly map, image + predicted mask), the intensities min-max scaled
+over the whole volume; the slices are spread evenly over the extent of the ground-truth mask (or, without one, of
+the volume's non-zero voxels). ``brain.nii.gz`` gives ``brain.nii.gz.png`` under ``images/``.
 """
 
 from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
+import torch
+from anomalib.data import ImageItem
 from anomalib.utils.path import generate_output_filename
 from anomalib.visualization import ImageVisualizer
 from anomalib.visualization.image.functional import add_text_to_image, visualize_image
@@ -25,10 +34,10 @@ from anomalib.visualization.image.item_visualizer import DEFAULT_TEXT_CONFIG, vi
 from PIL import Image
 
 from anomalib_medical.data.utils.reader import DICOM_SUFFIXES, read_image_tensor
+from anomalib_medical.data.utils.volume import VolumeBatch, VolumeItem
 
 if TYPE_CHECKING:
-    import torch
-    from anomalib.data import ImageBatch, ImageItem
+    from anomalib.data import ImageBatch
     from anomalib.models import AnomalibModule
     from lightning.pytorch import Trainer
 
@@ -37,7 +46,17 @@ RECONSTRUCTION_PANELS = {"reconstruction": "Reconstruction", "teacher_reconstruc
 
 
 class RadiographVisualizer(ImageVisualizer):
-    """Draw predictions over the input read at full depth (see the module docstring); anomalib's arguments."""
+    """Draw predictions over the input read at full depth, volumes as slice montages (see the module docstring).
+
+    Args:
+        num_slices: Rows of a volume's montage.
+        **kwargs: anomalib's :class:`~anomalib.visualization.ImageVisualizer` arguments.
+
+    """
+
+    def __init__(self, num_slices: int = 6, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.num_slices = num_slices
 
     def on_test_batch_end(
         self,
@@ -53,21 +72,24 @@ class RadiographVisualizer(ImageVisualizer):
         if self.output_dir is None:
             self.output_dir = Path(trainer.default_root_dir) / "images"
         datamodule = getattr(trainer, "datamodule", None)
+        if isinstance(batch, VolumeBatch):
+            for item in batch:
+                picture = volume_montage(item, self.num_slices, self._item_options())
+                filename = generate_output_filename(
+                    input_path=item.image_path or "",
+                    output_path=self.output_dir,
+                    dataset_name=getattr(datamodule, "name", None),
+                    category=getattr(datamodule, "category", None),
+                )
+                picture.save(filename.with_name(f"{filename.name}.png"))
+            return
         reconstructions = {
             title: value
             for field, title in RECONSTRUCTION_PANELS.items()
             if (value := getattr(batch, field, None)) is not None
         }
         for index, item in enumerate(batch):
-            picture = visualize_image_item(
-                _displayed(item),
-                fields=self.fields,
-                overlay_fields=self.overlay_fields,
-                field_size=self.field_size,
-                fields_config=self.fields_config,
-                overlay_fields_config=self.overlay_fields_config,
-                text_config=self.text_config,
-            )
+            picture = visualize_image_item(_displayed(item), **self._item_options())
             panels = {title: value[index] for title, value in reconstructions.items()}
             if picture is not None and panels:
                 picture = self._with_panels(picture, panels)
@@ -81,6 +103,17 @@ class RadiographVisualizer(ImageVisualizer):
                 if filename.suffix.lower() in DICOM_SUFFIXES:  # Pillow cannot write DICOM: scan.dcm -> scan.dcm.png
                     filename = filename.with_name(f"{filename.name}.png")
                 picture.save(filename)
+
+    def _item_options(self) -> dict[str, Any]:
+        """Keyword arguments of anomalib's ``visualize_image_item`` from this visualiser's settings."""
+        return {
+            "fields": self.fields,
+            "overlay_fields": self.overlay_fields,
+            "field_size": self.field_size,
+            "fields_config": self.fields_config,
+            "overlay_fields_config": self.overlay_fields_config,
+            "text_config": self.text_config,
+        }
 
     def _with_panels(self, picture: Image.Image, panels: dict[str, torch.Tensor]) -> Image.Image:
         """Append one ``field_size`` panel per image ``(C, H, W)`` in ``[0, 1]``, titled as anomalib titles fields."""
@@ -97,6 +130,49 @@ class RadiographVisualizer(ImageVisualizer):
             row.paste(image, (left, 0))
             left += image.width
         return row
+
+
+def montage_slices(item: VolumeItem, num_slices: int) -> list[int]:
+    """Return the indices along ``D`` of the slices to show: spread over the mask's extent, else the volume's."""
+    image = item.image.detach().cpu()
+    region = item.gt_mask if item.gt_mask is not None and bool(item.gt_mask.any()) else image.abs().sum(0) > 0
+    occupied = torch.nonzero(region.flatten(1).any(dim=1)).flatten()
+    first, last = (int(occupied[0]), int(occupied[-1])) if len(occupied) else (0, image.shape[1] - 1)
+    return sorted({round(float(d)) for d in np.linspace(first, last, num_slices + 2)[1:-1]} or {first})
+
+
+def volume_montage(item: VolumeItem, num_slices: int, options: dict[str, Any]) -> Image.Image:
+    """One picture of a volume: a row per slice (:func:`montage_slices`), each drawn by ``visualize_image_item``.
+
+    Args:
+        item: The volume with its predictions.
+        num_slices: Number of rows.
+        options: ``visualize_image_item`` keyword arguments (fields, overlays, sizes, text).
+
+    """
+    volume = item.image.detach().float().cpu().mean(dim=0)
+    low, high = volume.min(), volume.max()
+    scaled = (volume - low) / (high - low) if high > low else torch.zeros_like(volume)
+    rows = []
+    for index in montage_slices(item, num_slices):
+        fields = {
+            name: value[index].detach().cpu()
+            for name in ("gt_mask", "anomaly_map", "pred_mask")
+            if (value := getattr(item, name)) is not None
+        }
+        picture = visualize_image_item(
+            ImageItem(image=scaled[index].expand(3, -1, -1), gt_label=item.gt_label, **fields), **options
+        )
+        text_config = {**DEFAULT_TEXT_CONFIG, **options["text_config"]}
+        if text_config.pop("enable", True):
+            picture = add_text_to_image(picture, f"slice {index}", **{**text_config, "position": (10, 40)})
+        rows.append(picture)
+    montage = Image.new("RGB", (max(row.width for row in rows), sum(row.height for row in rows)), color="white")
+    top = 0
+    for row in rows:
+        montage.paste(row, (0, top))
+        top += row.height
+    return montage
 
 
 def _displayed(item: ImageItem) -> ImageItem:

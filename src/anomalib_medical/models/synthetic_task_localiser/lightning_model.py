@@ -30,8 +30,10 @@ import numpy as np
 import torch
 from anomalib import LearningType
 from anomalib.data import Batch
+from anomalib.deploy.export import ExportType
 from anomalib.metrics import Evaluator
 from anomalib.models.components import AnomalibModule
+from anomalib.models.components.base.export_mixin.utils import create_export_root, get_onnx_dynamo_flag
 from anomalib.post_processing import PostProcessor
 from anomalib.pre_processing import PreProcessor
 from anomalib.visualization import Visualizer
@@ -41,7 +43,8 @@ from torchmetrics import MeanSquaredError
 from torchmetrics.classification import BinaryAveragePrecision
 from torchvision.transforms.v2 import Compose, Resize
 
-from anomalib_medical.metrics import raw_metrics
+from anomalib_medical.data.utils.volume import VolumeDataModule
+from anomalib_medical.metrics import raw_metrics, volume_metrics
 from anomalib_medical.models.components.lightning_checks import CheckedModuleMixin
 from anomalib_medical.models.components.unet import Initialisation, check_spatial_dims
 from anomalib_medical.models.components.validation import check_number
@@ -49,14 +52,18 @@ from anomalib_medical.post_processing import RawMapPostProcessor
 from anomalib_medical.visualization import RadiographVisualizerDefault
 
 from .tasks import TASK_NAMES, ForegroundRule, SourceIntensity, SyntheticAnomalyGenerator, build_task
-from .torch_model import ScoreAggregation, SyntheticTaskLocaliserModel
+from .tasks.blending import InterDatasetBlendingTask
+from .torch_model import InputRange, ScoreAggregation, SyntheticTaskLocaliserModel
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SYNTHETIC_PIXEL_AP", "SyntheticTaskLocaliser", "warmup_exponential_decay"]
+__all__ = ["SYNTHETIC_PIXEL_AP", "SyntheticTaskLocaliser", "export_volume", "warmup_exponential_decay"]
 
 #: Name of the logged model-selection metric.
 SYNTHETIC_PIXEL_AP = "synthetic_pixel_AP"
+
+#: Example volume side of the ONNX export when every spatial axis is dynamic (anomalib's 2-D example is 32 x 32).
+EXPORT_EXAMPLE_SIDE = 32
 
 
 def warmup_exponential_decay(step: int, warmup_steps: int, decay_rate: float, min_factor: float) -> float:
@@ -64,6 +71,50 @@ def warmup_exponential_decay(step: int, warmup_steps: int, decay_rate: float, mi
     if step < warmup_steps:
         return 0.01 + 0.99 * step / warmup_steps
     return max(decay_rate ** (step - warmup_steps), min_factor)
+
+
+def export_volume(
+    model: AnomalibModule,
+    export_root: Path | str,
+    model_file_name: str = "model",
+    input_size: tuple[int, ...] | None = None,
+    **kwargs: Any,
+) -> Path:
+    """ONNX export of a volume model, as anomalib's ``to_onnx`` but with inputs ``(N, 1, D, H, W)``.
+
+    anomalib's exporter probes with a ``(1, 3, H, W)`` image. Here the input is one-channel volumes; the batch
+    axis is dynamic, and so are ``D``, ``H`` and ``W`` unless ``input_size`` fixes them. ``kwargs`` go to
+    ``torch.onnx.export`` as in anomalib (e.g. ``opset_version``); outputs are the model's non-``None`` fields.
+
+    Raises:
+        ValueError: If ``input_size`` is not three sides, or ``dynamo=False`` is asked (anomalib's rule).
+
+    """
+    get_onnx_dynamo_flag(kwargs)
+    if input_size is not None and len(input_size) != 3:
+        msg = f"input_size of a volume model must be (D, H, W), got {tuple(input_size)}"
+        raise ValueError(msg)
+    sides = tuple(input_size) if input_size is not None else (EXPORT_EXAMPLE_SIDE,) * 3
+    example = torch.zeros(2, 1, *sides, device=model.device)
+    output_names = [name for name, value in model.eval()(example)._asdict().items() if value is not None]
+    input_names = kwargs.pop("input_names", ["input"])
+    batch = torch.export.Dim("batch_size")
+    axes: dict[int, Any] = {0: batch}
+    if input_size is None:
+        axes |= {axis: torch.export.Dim.DYNAMIC for axis in (2, 3, 4)}
+    path = create_export_root(export_root, ExportType.ONNX) / f"{model_file_name}.onnx"
+    torch.onnx.export(
+        model=model,
+        args=(example,),
+        f=str(path),
+        opset_version=kwargs.pop("opset_version", 14),
+        input_names=input_names,
+        output_names=output_names,
+        dynamo=True,
+        dynamic_shapes=(axes,),
+        **kwargs,
+    )
+    return path
 
 
 class SyntheticTaskLocaliser(CheckedModuleMixin, RadiographVisualizerDefault, AnomalibModule):
@@ -104,13 +155,18 @@ class SyntheticTaskLocaliser(CheckedModuleMixin, RadiographVisualizerDefault, An
         image_size: Resize target of the default pre-processor (``None``: 256x256 in 2-D; in 3-D the default
             pre-processor does not resize, so ``image_size`` must stay ``None``).
         spatial_dims: 2 for images ``(N, C, H, W)``, 3 for volumes ``(N, C, D, H, W)`` (network, positional
-            encoding, equalisation and scoring; volumes through anomalib's engine are a later step).
+            encoding, equalisation, scoring, default pre-processor, evaluator and export). A 2-D model given a
+            :class:`~anomalib_medical.data.utils.volume.VolumeDataModule` becomes 3-D when the trainer sets it up
+            (see :meth:`setup`).
+        input_range: ``"unit"`` (inputs in [0, 1], mapped to [-1, 1]: anomalib's images) or ``"task"`` (inputs
+            already in task space: volumes z-scored within the brain); ``None``: by ``spatial_dims``.
         seed: Seed of the training tasks' random generator (``None``: ``torch.initial_seed()`` at fit start, so
             ``seed_everything`` makes training reproducible).
         validation_seed: Seed of the validation corruptions, re-used at every validation epoch.
         pre_processor: Pre-processor, or ``True`` for the default (resize to ``image_size``).
         post_processor: Post-processor or flag (default: :class:`.RawMapPostProcessor`, keeping the raw maps).
-        evaluator: Evaluator or flag (default: image/pixel AUROC, AUPR, AP and F1, on the raw maps).
+        evaluator: Evaluator or flag (default: image/pixel AUROC, AUPR, AP and F1, on the raw maps; for volumes
+            :func:`~anomalib_medical.metrics.volume_metrics`: voxel and slice-wise ones too).
         visualizer: Visualizer or flag.
 
     Raises:
@@ -146,6 +202,7 @@ class SyntheticTaskLocaliser(CheckedModuleMixin, RadiographVisualizerDefault, An
         histogram_equalisation: bool = False,
         image_size: tuple[int, int] | None = None,
         spatial_dims: int = 2,
+        input_range: InputRange | None = None,
         seed: int | None = None,
         validation_seed: int = 0,
         pre_processor: PreProcessor | bool = True,
@@ -177,8 +234,11 @@ class SyntheticTaskLocaliser(CheckedModuleMixin, RadiographVisualizerDefault, An
                 check_number("image_size", side, 1, integer=True)
         check_number("seed", seed, 0, integer=True, optional=True)
         check_number("validation_seed", validation_seed, 0, integer=True)
+        self._default_components = {"pre_processor": pre_processor is True, "evaluator": evaluator is True}
         if pre_processor is True:
             pre_processor = self.configure_pre_processor(image_size) if spatial_dims == 2 else PreProcessor()
+        if evaluator is True and spatial_dims == 3:
+            evaluator = Evaluator(test_metrics=volume_metrics())
         super().__init__(
             pre_processor=pre_processor,
             post_processor=post_processor,
@@ -210,16 +270,17 @@ class SyntheticTaskLocaliser(CheckedModuleMixin, RadiographVisualizerDefault, An
         self.validation_generator = (
             SyntheticAnomalyGenerator(validation, sigma, foreground_threshold, foreground_rule) if validation else None
         )
-        self.model = SyntheticTaskLocaliserModel(
-            depth=depth,
-            base_channels=base_channels,
-            max_channels=max_channels,
-            positional_encoding=positional_encoding,
-            score_aggregation=score_aggregation,
-            histogram_equalisation=histogram_equalisation,
-            spatial_dims=spatial_dims,
-            initialisation=initialisation,
-        )
+        self._network = {
+            "depth": depth,
+            "base_channels": base_channels,
+            "max_channels": max_channels,
+            "positional_encoding": positional_encoding,
+            "score_aggregation": score_aggregation,
+            "histogram_equalisation": histogram_equalisation,
+            "initialisation": initialisation,
+            "input_range": input_range,
+        }
+        self.model = SyntheticTaskLocaliserModel(**self._network, spatial_dims=spatial_dims)
         self.synthetic_ap = BinaryAveragePrecision(thresholds=torch.linspace(0, 1, 1001))
         self.synthetic_mse = MeanSquaredError()
         self.learning_rate = learning_rate
@@ -252,6 +313,62 @@ class SyntheticTaskLocaliser(CheckedModuleMixin, RadiographVisualizerDefault, An
         10 orderings) are Baugh et al.'s metrics.
         """
         return Evaluator(test_metrics=raw_metrics())
+
+    def setup(self, stage: str) -> None:
+        """Become a volume model (3-D) when the trainer's datamodule serves volumes and this model is 2-D.
+
+        The U-Net and encoding are rebuilt for ``spatial_dims=3`` (before the optimiser is configured and before a
+        checkpoint is restored), the default pre-processor stops resizing, the default evaluator reports the
+        volume metrics, and the saved hyper-parameters say ``spatial_dims: 3`` (so the checkpoint reloads as 3-D).
+
+        Raises:
+            ValueError: If ``image_size`` was set (volumes are not resized), or a volume model is to be fitted with
+                ``inter_dataset_blending`` but no ``source_images`` folder of volumes.
+
+        """
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if isinstance(datamodule, VolumeDataModule) and self.model.spatial_dims == 2:
+            self._become_volumetric(datamodule)
+        if stage == "fit" and self.model.spatial_dims == 3:
+            generators = [self.train_generator, self.validation_generator]
+            tasks = [task for generator in generators if generator is not None for task in generator.tasks]
+            if any(isinstance(task, InterDatasetBlendingTask) and task.folder is None for task in tasks):
+                msg = (
+                    "inter_dataset_blending on volumes needs --model.source_images: a folder of .npy volumes from "
+                    "another data set (the authors blend MOOD abdominal CTs into brains); the default photographs "
+                    "are 2-D. Pass one, or leave the task out of train_tasks / validation_tasks."
+                )
+                raise ValueError(msg)
+
+    def _become_volumetric(self, datamodule: VolumeDataModule) -> None:
+        """Rebuild the network, the default pre-processor and evaluator for volumes (see :meth:`setup`)."""
+        if self.hparams.get("image_size") is not None:
+            msg = (
+                f"{datamodule.name} serves volumes but image_size={self.hparams['image_size']} is set: volumes are not "
+                "resized: leave image_size unset"
+            )
+            raise ValueError(msg)
+        logger.info("%s serves volumes: building the 3-D localiser (spatial_dims=3).", datamodule.name)
+        self.model = SyntheticTaskLocaliserModel(**self._network, spatial_dims=3)
+        self.hparams["spatial_dims"] = 3
+        if self._default_components["pre_processor"] and self.pre_processor is not None:
+            self.pre_processor.transform = self.pre_processor.export_transform = None
+        if self._default_components["evaluator"] and self.evaluator is not None:
+            self.evaluator.test_metrics = torch.nn.ModuleList(volume_metrics())
+            if self.evaluator.compute_on_cpu:
+                self.evaluator.metrics_to_cpu(self.evaluator.test_metrics)
+
+    def to_onnx(
+        self,
+        export_root: Path | str,
+        model_file_name: str = "model",
+        input_size: tuple[int, ...] | None = None,
+        **kwargs: Any,
+    ) -> Path:
+        """Export to ONNX as anomalib does; a volume model takes ``(N, 1, D, H, W)`` (:func:`export_volume`)."""
+        if self.model.spatial_dims == 2:
+            return super().to_onnx(export_root, model_file_name, input_size, **kwargs)
+        return export_volume(self, export_root, model_file_name, input_size, **kwargs)
 
     def on_fit_start(self) -> None:
         """Seed the training tasks' generator."""

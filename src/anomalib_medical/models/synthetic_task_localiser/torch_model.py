@@ -15,6 +15,7 @@ from anomalib_medical.models.components.unet import Initialisation, UNet, check_
 from anomalib_medical.models.components.validation import check_number
 
 ScoreAggregation = Literal["mean", "max"]
+InputRange = Literal["unit", "task"]
 
 
 class FourierCoordinateEncoding(nn.Module):
@@ -66,11 +67,13 @@ class FourierCoordinateEncoding(nn.Module):
 class SyntheticTaskLocaliserModel(nn.Module):
     """U-Net with positional-encoding input channels, trained to regress synthetic-anomaly labels (2-D or 3-D).
 
-    The inputs (images ``(N, C, H, W)`` or volumes ``(N, C, D, H, W)``, intensities in [0, 1] as anomalib sends
-    them) are reduced to one grey channel, optionally histogram-equalised (per image, or per volume in 3-D;
-    Mueller et al., 2023; Baugh et al. equalise radiographs in their pre-processing) and mapped to [-1, 1], the
-    intensity space of the authors' data and of the synthetic tasks (:meth:`to_task_space`). Doing this in the
-    model keeps it in the exported graph.
+    The inputs (images ``(N, C, H, W)`` or volumes ``(N, C, D, H, W)``) are reduced to one grey channel and brought
+    into the intensity space of the authors' data and of the synthetic tasks (:meth:`to_task_space`): images in
+    [0, 1] (as anomalib sends them, ``input_range="unit"``) are mapped to [-1, 1]; volumes arrive z-scored within
+    the brain with a zero background (``input_range="task"``, the authors' brain MRI) and are kept as they are.
+    Histogram equalisation (per image, or per volume in 3-D; Mueller et al., 2023; Baugh et al. equalise
+    radiographs in their pre-processing) maps either to [-1, 1]. Doing this in the model keeps it in the exported
+    graph.
 
     Args:
         depth: U-Net depth (authors: 7 for 256x256 radiographs, 5 for 80x112x80 brain volumes).
@@ -84,6 +87,8 @@ class SyntheticTaskLocaliserModel(nn.Module):
         histogram_equalisation: Equalise each grey image's (volume's) histogram (256 bins) before the network.
         spatial_dims: 2 for images, 3 for volumes.
         initialisation: U-Net weights: ``"he"`` (the authors') or ``"pytorch"`` (see :class:`UNet`).
+        input_range: ``"unit"`` (inputs in [0, 1], mapped to [-1, 1]) or ``"task"`` (inputs already in task
+            space); ``None``: ``"unit"`` for images, ``"task"`` for volumes.
 
     Raises:
         ValueError: If an argument is out of range, or (in ``forward``) the input has the wrong rank.
@@ -102,8 +107,12 @@ class SyntheticTaskLocaliserModel(nn.Module):
         histogram_equalisation: bool = False,
         spatial_dims: int = 2,
         initialisation: Initialisation = "he",
+        input_range: InputRange | None = None,
     ) -> None:
         super().__init__()
+        if input_range not in {None, "unit", "task"}:
+            msg = f"input_range must be 'unit', 'task' or None, got {input_range!r}"
+            raise ValueError(msg)
         if score_aggregation not in {"mean", "max"}:
             msg = f"score_aggregation must be 'mean' or 'max', got {score_aggregation!r}"
             raise ValueError(msg)
@@ -127,9 +136,10 @@ class SyntheticTaskLocaliserModel(nn.Module):
         )
         self.score_aggregation = score_aggregation
         self.histogram_equalisation = histogram_equalisation
+        self.input_range: InputRange = input_range or ("unit" if self.spatial_dims == 2 else "task")
 
     def to_task_space(self, images: torch.Tensor) -> torch.Tensor:
-        """Grey ``(N, 1, *spatial)`` in [-1, 1] from ``(N, C, *spatial)`` inputs in [0, 1] (mean over channels).
+        """Grey ``(N, 1, *spatial)`` in task space from ``(N, C, *spatial)`` inputs (mean over channels).
 
         Raises:
             ValueError: If the input does not have ``spatial_dims`` spatial axes.
@@ -140,6 +150,8 @@ class SyntheticTaskLocaliserModel(nn.Module):
         if self.histogram_equalisation:
             # One histogram per image or volume: a volume's voxels are equalised together as one plane.
             grey = equalise_histogram(grey.reshape(*grey.shape[:2], -1, grey.shape[-1])).reshape(grey.shape)
+        elif self.input_range == "task":
+            return grey
         return grey * 2 - 1
 
     def localise(self, grey: torch.Tensor) -> torch.Tensor:
