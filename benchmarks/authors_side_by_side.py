@@ -162,7 +162,10 @@ def build_models(
 def authors_training_step(
     code: types.SimpleNamespace, family: str, generator: nn.Module, discriminator: nn.Module, setting: dict[str, Any]
 ) -> Callable[[torch.Tensor, int], None]:
-    """One step of the authors' ``gan_train`` (their optimisers, losses, ``.item()`` logging and queue update)."""
+    """One step of the authors' ``gan_train`` (their optimisers, losses, ``.item()`` logging and queue update).
+
+    The returned step holds the optimisers as ``step.optimisers`` (generator, discriminator), for a schedule.
+    """
     generator_opt = torch.optim.Adam(generator.parameters(), lr=LR, eps=1e-7, betas=(0.5, 0.999), weight_decay=1e-5)
     discriminator_opt = torch.optim.Adam(discriminator.parameters(), betas=(0.5, 0.999), lr=LR)
     bce, mse, weights = nn.BCEWithLogitsLoss(), nn.MSELoss(), setting["weights"]
@@ -200,6 +203,7 @@ def authors_training_step(
         for queue in queues:
             queue.update()
 
+    step.optimisers = (generator_opt, discriminator_opt)
     return step
 
 

@@ -52,17 +52,21 @@ def build(value: Any) -> Any:
 
 
 def load_recipe(
-    path: Path, data_root: Path | None = None, seed: int | None = None, **model_overrides: Any
+    path: Path,
+    data_root: Path | None = None,
+    seed: int | None = None,
+    data_overrides: dict[str, Any] | None = None,
+    **model_overrides: Any,
 ) -> tuple[Any, Any, dict]:
     """Model (without visualizer), datamodule and trainer arguments of an anomalib CLI config file.
 
     Everything is seeded before the model is built, as ``anomalib train`` does: with ``seed``, or else the
-    recipe's ``seed_everything``.
+    recipe's ``seed_everything``. ``data_overrides`` replace datamodule arguments (``data_root`` the root).
     """
     config = yaml.safe_load(path.read_text())
     seed_everything(config.get("seed_everything", 0) if seed is None else seed, verbose=False)
     model = instantiate(config["model"], visualizer=False, **model_overrides)
-    data_overrides = {"root": data_root} if data_root else {}
+    data_overrides = dict(data_overrides or {}) | ({"root": data_root} if data_root else {})
     datamodule = instantiate(config["data"], **data_overrides)
     trainer = {key: build(value) for key, value in (config.get("trainer") or {}).items()}  # e.g. callbacks
     return model, datamodule, trainer
