@@ -39,7 +39,7 @@ import pandas as pd
 import torch
 from anomalib.data.utils import LabelName, Split
 from scipy import ndimage
-from skimage import transform
+from skimage import filters, transform
 from torch.utils.data import DataLoader
 
 from anomalib_medical.data.utils.download import preparation_lock
@@ -58,6 +58,7 @@ __all__ = [
     "PreprocessedBrainCache",
     "downsample_half",
     "foreground_box",
+    "head_mask",
     "missing_files_message",
     "pad_centred",
     "resize_preserve_edge",
@@ -141,6 +142,21 @@ def downsample_half(volume: np.ndarray, labels: bool = False) -> np.ndarray:
     return transform.resize(volume, shape, order=1, preserve_range=True)
 
 
+def head_mask(volume: np.ndarray) -> np.ndarray:
+    """Return the head of a volume that is not skull-stripped: above Otsu's threshold, largest component, filled.
+
+    Raises:
+        ValueError: If the volume is constant.
+
+    """
+    if volume.min() == volume.max():
+        msg = "a constant volume has no head to mask"
+        raise ValueError(msg)
+    labels, count = ndimage.label(volume > filters.threshold_otsu(volume))
+    largest = np.argmax(np.bincount(labels.ravel())[1:]) + 1 if count else 0
+    return ndimage.binary_fill_holes(labels == largest)
+
+
 class LeftRightFlip:
     """Mirror a volume and its mask left-right (the last axis) with probability ``p`` (the authors' training flip).
 
@@ -192,6 +208,8 @@ class BrainPreprocessing:
         downsample: Halve the resolution (the paper's 80 x 112 x 80), or keep it (160 x 224 x 160).
         orientation: Axis codes NIfTI volumes are reoriented to; ``None`` keeps the stored order.
         spacing_tolerance: Spacings within this of ``spacing`` (mm) are not resampled.
+        head_mask: For volumes that are not skull-stripped and have no brain mask: keep only the head
+            (:func:`head_mask`) so that the background is 0 (the skull stays; not the paper's preparation).
 
     """
 
@@ -200,6 +218,7 @@ class BrainPreprocessing:
     downsample: bool = True
     orientation: str | None = BRAIN_ORIENTATION
     spacing_tolerance: float = 0.01
+    head_mask: bool = False
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -210,9 +229,9 @@ class BrainPreprocessing:
     def key(self) -> str:
         """Name of the cache folder of these settings."""
         size = "x".join(map(str, self.box_size))
-        return (
-            f"s{self.spacing:g}_box{size}_{'half' if self.downsample else 'full'}_{self.orientation}_v{FORMAT_VERSION}"
-        )
+        head = "_head" if self.head_mask else ""
+        resolution = "half" if self.downsample else "full"
+        return f"s{self.spacing:g}_box{size}_{resolution}_{self.orientation}{head}_v{FORMAT_VERSION}"
 
     def __call__(
         self, image: np.ndarray, zooms: Sequence[float], mask: np.ndarray | None = None
@@ -227,6 +246,8 @@ class BrainPreprocessing:
 
         """
         image = image.astype(np.float64)
+        if self.head_mask:
+            image = np.where(head_mask(image), image, 0.0)
         if any(abs(zoom - self.spacing) > self.spacing_tolerance for zoom in zooms):
             shape = np.round(np.array(image.shape) * np.array(zooms) / self.spacing).astype(int)
             image = resize_preserve_edge(image, shape)
@@ -387,9 +408,6 @@ class BrainMRIDataModule(VolumeDataModule):
                 f"val_fraction and test_fraction must be in [0, 1) with a sum below 1, "
                 f"got {val_fraction} and {test_fraction}"
             )
-            raise ValueError(msg)
-        if normal is not None and self.healthy:
-            msg = f"{type(self).__name__} holds healthy subjects itself; normal= is for lesion data sets"
             raise ValueError(msg)
         self.root = Path(root)
         self.normal = normal
