@@ -302,8 +302,18 @@ def authors_printed_auc(
     return float(mean), float(std), float(printed["auc"])
 
 
-def run_authors(repository: Path, setting: Setting, epochs: int, seed: int, data_root: Path | None) -> dict[str, Any]:
-    """Train the authors' SQUID on our DigitAnatomy for ``epochs`` epochs, measuring after each."""
+def run_authors(
+    repository: Path,
+    setting: Setting,
+    epochs: int,
+    seed: int,
+    data_root: Path | None,
+    on_epoch: Callable[[list[dict[str, Any]]], None] | None = None,
+) -> dict[str, Any]:
+    """Train the authors' SQUID on our DigitAnatomy for ``epochs`` epochs, measuring after each.
+
+    ``on_epoch`` is called with the records so far after every epoch (to keep them if the run is stopped).
+    """
     _, datamodule, _ = prepared_datamodule(setting, seed, data_root)
     config = setting.authors_setting()
     code, generator, discriminator, _ = build_models("Squid", repository, config, torch.device("cpu"))
@@ -334,16 +344,21 @@ def run_authors(repository: Path, setting: Setting, epochs: int, seed: int, data
         record |= {"train_seconds": train_seconds, "measure_seconds": time.perf_counter() - start}
         progress("authors", record)
         records.append(record)
+        if on_epoch is not None:
+            on_epoch(records)
     return {"side": "authors", "source": config["source"], "epochs": records}
 
 
 class EpochProbe(Callback):
     """After every training epoch (after validation, before the schedule steps), measure :func:`epoch_record`."""
 
-    def __init__(self, datamodule: Any, setting: Setting) -> None:
+    def __init__(
+        self, datamodule: Any, setting: Setting, on_epoch: Callable[[list[dict[str, Any]]], None] | None = None
+    ) -> None:
         super().__init__()
         self.datamodule = datamodule
         self.setting = setting
+        self.on_epoch = on_epoch
         self.records: list[dict[str, Any]] = []
         self._start = self._validation_start = self._validation_seconds = 0.0
 
@@ -381,12 +396,24 @@ class EpochProbe(Callback):
         record |= {"train_seconds": train_seconds, "measure_seconds": time.perf_counter() - start}
         progress("ours", record)
         self.records.append(record)
+        if self.on_epoch is not None:
+            self.on_epoch(self.records)
 
 
-def run_ours(setting: Setting, epochs: int, seed: int, data_root: Path | None, work_dir: Path) -> dict[str, Any]:
-    """Train the recipe through anomalib's Engine for ``epochs`` epochs, measuring after each; then test."""
+def run_ours(
+    setting: Setting,
+    epochs: int,
+    seed: int,
+    data_root: Path | None,
+    work_dir: Path,
+    on_epoch: Callable[[list[dict[str, Any]]], None] | None = None,
+) -> dict[str, Any]:
+    """Train the recipe through anomalib's Engine for ``epochs`` epochs, measuring after each; then test.
+
+    ``on_epoch`` is called with the records so far after every epoch (to keep them if the run is stopped).
+    """
     model, datamodule, trainer_args = prepared_datamodule(setting, seed, data_root)
-    probe = EpochProbe(datamodule, setting)
+    probe = EpochProbe(datamodule, setting, on_epoch)
     trainer_args |= {"max_epochs": epochs, "callbacks": [*trainer_args.get("callbacks", []), probe]}
     engine = Engine(**trainer_args, logger=False, default_root_dir=work_dir, enable_progress_bar=False)
     engine.fit(model, datamodule=datamodule)
@@ -533,6 +560,11 @@ def cpu_model() -> str:
     return "unknown CPU"
 
 
+def header() -> str:
+    """The machine header of this command, now."""
+    return machine_header(shlex.join(["python", *sys.argv])) + f", CPU {cpu_model()}"
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Command-line options."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -571,23 +603,28 @@ def main(argv: Sequence[str] | None = None) -> None:
     torch.set_num_threads(options.threads)
     setting = TINY if options.tiny else Setting()
     sides = SIDES if options.side == "both" else (options.side,)
+    extra = {"setting": dataclasses.asdict(setting), "seed": options.seed}
     results = []
     for side in sides:
-        start = time.perf_counter()
-        if side == "authors":
-            result = run_authors(options.squid.resolve(), setting, options.epochs, options.seed, options.data_root)
-        else:
-            result = run_ours(setting, options.epochs, options.seed, options.data_root, options.work_dir / side)
-        header = machine_header(shlex.join(["python", *sys.argv])) + f", CPU {cpu_model()}"
-        result |= {
-            "header": header,
-            "setting": dataclasses.asdict(setting),
-            "seed": options.seed,
-            "wall_seconds": time.perf_counter() - start,
-        }
-        results.append(result)
+        path = None
         if options.json:
             path = options.json if len(sides) == 1 else options.json.with_name(f"{options.json.stem}_{side}.json")
+
+        def keep(records: list[dict[str, Any]], side: str = side, path: Path | None = path) -> None:
+            if path is not None:  # the epochs so far, in case the run is stopped
+                partial = {"side": side, "epochs": records, "complete": False, "header": header()}
+                path.write_text(json.dumps(partial | extra, indent=1))
+
+        start = time.perf_counter()
+        if side == "authors":
+            result = run_authors(
+                options.squid.resolve(), setting, options.epochs, options.seed, options.data_root, keep
+            )
+        else:
+            result = run_ours(setting, options.epochs, options.seed, options.data_root, options.work_dir / side, keep)
+        result |= extra | {"header": header(), "complete": True, "wall_seconds": time.perf_counter() - start}
+        results.append(result)
+        if path is not None:
             path.write_text(json.dumps(result, indent=1))
     print(report(results), flush=True)
 
