@@ -61,6 +61,7 @@ RECIPE = REPO / "configs" / "squid_digit_anatomy_paper.yaml"
 SIDES = ("authors", "ours")
 SCORINGS = ("per_image", "running")  # discriminator batch norm: each image's own statistics / running statistics
 STATISTICS = ("first_images", "recent")
+RECONSTRUCTION = ("recon_l1", "recon_l2")  # per-image reconstruction errors: mean absolute / squared difference
 #: The reference measured for the authors' code in issue 12 (test AUROC, reconstruction error) after 3 and 6 epochs.
 ISSUE_REFERENCE = {3: (0.40, 0.77), 6: (0.42, 0.80)}
 #: SQUID ``main.py`` keeps an epoch whose AUROC is within 0.5 points (percent) of the best so far.
@@ -162,15 +163,23 @@ def our_outputs(module: Any) -> Outputs:
 def score_images(outputs: Outputs, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> dict[str, np.ndarray]:
     """Logits of both scorings, labels and the per-image reconstruction error over ``(images, labels)`` batches.
 
-    ``recon_l1`` is what the authors' ``val`` prints: the mean absolute difference of reconstruction and input.
+    ``recon_l1`` is what the authors' ``val`` prints: the mean absolute difference of reconstruction and input;
+    ``recon_l2`` the mean squared difference (their training loss).
     """
-    results: dict[str, list[torch.Tensor]] = {"per_image": [], "running": [], "labels": [], "recon_l1": []}
+    results: dict[str, list[torch.Tensor]] = {
+        "per_image": [],
+        "running": [],
+        "labels": [],
+        "recon_l1": [],
+        "recon_l2": [],
+    }
     for images, labels in batches:
         recon, per_image, running = outputs(images)
         results["per_image"].append(per_image)
         results["running"].append(running)
         results["labels"].append(labels)
         results["recon_l1"].append((recon - images).abs().mean(dim=(1, 2, 3)))
+        results["recon_l2"].append((recon - images).pow(2).mean(dim=(1, 2, 3)))
     return {key: torch.cat(values).double().numpy() for key, values in results.items()}
 
 
@@ -229,6 +238,8 @@ def epoch_record(outputs: Outputs, datamodule: Any, setting: Setting, epoch: int
                 for name in STATISTICS
             },
             "recon_l1": float(scored["recon_l1"].mean()),
+            # the reconstruction errors as image scores
+            "recon_auroc": {name: float(roc_auc_score(scored["labels"], scored[name])) for name in RECONSTRUCTION},
         }
     record["test"]["labels"] = splits["test"]["labels"].astype(int).tolist()
     record["test"]["logits"] = {mode: splits["test"][mode].tolist() for mode in SCORINGS}
@@ -251,7 +262,8 @@ def progress(side: str, record: dict[str, Any]) -> None:
         f"[{side}] epoch {record['epoch']}: train {record['train_seconds']:.0f} s, measure "
         f"{record['measure_seconds']:.0f} s, test AUROC per_image {test['auroc']['per_image/first_images']:.3f} "
         f"running {test['auroc']['running/first_images']:.3f}, val AUROC per_image "
-        f"{record['val']['auroc']['per_image/first_images']:.3f}, recon_l1 {test['recon_l1']:.4f}"
+        f"{record['val']['auroc']['per_image/first_images']:.3f}, recon_l1 {test['recon_l1']:.4f}, "
+        f"AUROC of recon_l1 {test['recon_auroc']['recon_l1']:.3f}, of recon_l2 {test['recon_auroc']['recon_l2']:.3f}"
         + (f", authors' printed AUC {record['authors_auc']:.2f}" if "authors_auc" in record else ""),
         flush=True,
     )
