@@ -230,15 +230,18 @@ def test_brats_trains_on_normal_volumes_and_refuses_to_train_alone(tmp_path: Pat
     assert [len(alone.train_data), len(alone.val_data), len(alone.test_data)] == [0, 0, 2]
     with pytest.raises(ValueError, match=r"BraTS has no training volumes.*--data.normal HCP"):
         alone.train_dataloader()
-    paired = BraTS(root=tmp_path / "brats", normal=HCP(root=tmp_path / "hcp"), train_batch_size=2)
+    box = (48, 56, 48)  # a small box for tiny trees: volumes of 24 x 28 x 24
+    normal = HCP(root=tmp_path / "hcp", box_size=box)
+    paired = BraTS(root=tmp_path / "brats", normal=normal, box_size=box, train_batch_size=2)
     paired.prepare_data()
     paired.setup()
     assert [len(paired.train_data), len(paired.val_data), len(paired.test_data)] == [2, 1, 2]
     assert all("/hcp/" in path for path in paired.train_data.samples.image_path)
     batch = next(iter(paired.test_dataloader()))
+    assert batch.image.shape == (2, 1, 24, 28, 24)
     assert batch.gt_label.all() and batch.gt_mask.flatten(1).any(1).all()
     volume, mask = paired.train_data[0].image, paired.train_data[0].gt_mask
-    assert volume.shape == (1, *LOW_RES_SIZE) and not mask.any()
+    assert volume.shape == (1, 24, 28, 24) and not mask.any()
 
 
 def test_mismatched_shapes_name_both_files(tmp_path: Path) -> None:

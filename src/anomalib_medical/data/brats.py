@@ -32,7 +32,7 @@ import re
 from collections import defaultdict
 from pathlib import Path
 
-from anomalib_medical.data.utils.brain import BrainMRIDataModule, BrainSubject, missing_files_message
+from anomalib_medical.data.utils.brain import BRAIN_INPUT_SIZE, BrainMRIDataModule, BrainSubject, missing_files_message
 from anomalib_medical.data.utils.volume_reader import NIFTI_SUFFIXES, volume_suffix
 
 __all__ = ["BRATS_MODALITIES", "BraTS", "find_brats_subjects"]
@@ -105,6 +105,8 @@ class BraTS(BrainMRIDataModule):
         root: Folder above the subject folders.
         normal: Datamodule of the healthy training and validation volumes (``HCP``, ``IXI``); ``None``: test only.
         downsample: 80 x 112 x 80 (the paper) or 160 x 224 x 160 at 1 mm. Defaults to ``True``.
+        box_size: Size at 1 mm the brain box must fit in and is padded to (halved by ``downsample``).
+            Defaults to ``(160, 224, 160)``, the authors'.
         flip_left_right: Mirror training volumes left-right with probability 0.5. Defaults to ``True``.
         cache_dir: Folder of the preprocessed volumes. Defaults to ``<root>/preprocessed``.
         train_batch_size: Training batch size. Defaults to ``8``.
@@ -121,6 +123,7 @@ class BraTS(BrainMRIDataModule):
         root: str | Path = "./datasets/BraTS",
         normal: BrainMRIDataModule | None = None,
         downsample: bool = True,
+        box_size: tuple[int, int, int] = BRAIN_INPUT_SIZE,
         flip_left_right: bool = True,
         cache_dir: str | Path | None = None,
         train_batch_size: int = 8,
@@ -132,6 +135,7 @@ class BraTS(BrainMRIDataModule):
             root=root,
             normal=normal,
             downsample=downsample,
+            box_size=box_size,
             flip_left_right=flip_left_right,
             cache_dir=cache_dir,
             train_batch_size=train_batch_size,

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from anomalib_medical.data.utils.brain import BrainMRIDataModule, BrainSubject, missing_files_message
+from anomalib_medical.data.utils.brain import BRAIN_INPUT_SIZE, BrainMRIDataModule, BrainSubject, missing_files_message
 
 __all__ = ["HCP", "HCP_T2_FILE", "find_hcp_subjects"]
 
@@ -66,6 +66,8 @@ class HCP(BrainMRIDataModule):
         val_fraction: Fraction of the subjects held out for validation. Defaults to ``0.2``.
         test_fraction: Fraction of the subjects held out for testing. Defaults to ``0.0``.
         downsample: 80 x 112 x 80 (the paper) or 160 x 224 x 160 at 1 mm. Defaults to ``True``.
+        box_size: Size at 1 mm the brain box must fit in and is padded to (halved by ``downsample``).
+            Defaults to ``(160, 224, 160)``, the authors'.
         flip_left_right: Mirror training volumes left-right with probability 0.5. Defaults to ``True``.
         cache_dir: Folder of the preprocessed volumes. Defaults to ``<root>/preprocessed``.
         image_name: File name of the T2w volume. Defaults to :data:`HCP_T2_FILE`.
@@ -82,6 +84,7 @@ class HCP(BrainMRIDataModule):
         val_fraction: float = 0.2,
         test_fraction: float = 0.0,
         downsample: bool = True,
+        box_size: tuple[int, int, int] = BRAIN_INPUT_SIZE,
         flip_left_right: bool = True,
         cache_dir: str | Path | None = None,
         image_name: str = HCP_T2_FILE,
@@ -95,6 +98,7 @@ class HCP(BrainMRIDataModule):
             val_fraction=val_fraction,
             test_fraction=test_fraction,
             downsample=downsample,
+            box_size=box_size,
             flip_left_right=flip_left_right,
             cache_dir=cache_dir,
             train_batch_size=train_batch_size,

@@ -27,7 +27,7 @@ import logging
 import shutil
 from pathlib import Path
 
-from anomalib_medical.data.utils.brain import BrainMRIDataModule, BrainPreprocessing, BrainSubject
+from anomalib_medical.data.utils.brain import BRAIN_INPUT_SIZE, BrainMRIDataModule, BrainPreprocessing, BrainSubject
 from anomalib_medical.data.utils.download import (
     DEFAULT_TIMEOUT,
     ChecksumError,
@@ -112,6 +112,8 @@ class IXI(BrainMRIDataModule):
         val_fraction: Fraction of the subjects held out for validation. Defaults to ``0.2``.
         test_fraction: Fraction of the subjects held out for testing. Defaults to ``0.0``.
         downsample: 80 x 112 x 80 (the paper) or 160 x 224 x 160 at 1 mm. Defaults to ``True``.
+        box_size: Size at 1 mm the brain box must fit in and is padded to (halved by ``downsample``).
+            Defaults to ``(160, 224, 160)``, the authors'.
         flip_left_right: Mirror training volumes left-right with probability 0.5. Defaults to ``True``.
         cache_dir: Folder of the preprocessed volumes. Defaults to ``<root>/preprocessed``.
         download: Download the archive when ``root`` holds neither it nor the volumes. Defaults to ``True``.
@@ -133,6 +135,7 @@ class IXI(BrainMRIDataModule):
         val_fraction: float = 0.2,
         test_fraction: float = 0.0,
         downsample: bool = True,
+        box_size: tuple[int, int, int] = BRAIN_INPUT_SIZE,
         flip_left_right: bool = True,
         cache_dir: str | Path | None = None,
         download: bool = True,
@@ -150,6 +153,7 @@ class IXI(BrainMRIDataModule):
             val_fraction=val_fraction,
             test_fraction=test_fraction,
             downsample=downsample,
+            box_size=box_size,
             flip_left_right=flip_left_right,
             cache_dir=cache_dir,
             train_batch_size=train_batch_size,
@@ -164,7 +168,7 @@ class IXI(BrainMRIDataModule):
         self.timeout = timeout
         self.expected_count = expected_count
         if self.brain_mask_dir is None:  # skull stripping by a head mask: its own preparation and cache
-            self.preprocessing = BrainPreprocessing(downsample=downsample, head_mask=True)
+            self.preprocessing = BrainPreprocessing(box_size=tuple(box_size), downsample=downsample, head_mask=True)
             self.cache = type(self.cache)(self.cache.folder.parent, self.preprocessing)
 
     def _missing_message(self, reason: str) -> str:

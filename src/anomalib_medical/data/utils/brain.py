@@ -371,6 +371,8 @@ class BrainMRIDataModule(VolumeDataModule):
             fifth of HCP).
         test_fraction: Healthy data sets: fraction of the subjects held out for testing.
         downsample: Halve the resolution to 80 x 112 x 80 (the paper), or keep 160 x 224 x 160 at 1 mm.
+        box_size: Size at 1 mm the brain box must fit in and is padded to (the authors' 160 x 224 x 160; smaller for
+            tiny trees).
         flip_left_right: Mirror training volumes left-right with probability 0.5 (the authors' training transform).
         cache_dir: Folder of the preprocessed volumes; default ``<root>/preprocessed``.
         train_batch_size: Training batch size (authors: 8).
@@ -389,6 +391,7 @@ class BrainMRIDataModule(VolumeDataModule):
         val_fraction: float = 0.2,
         test_fraction: float = 0.0,
         downsample: bool = True,
+        box_size: tuple[int, int, int] = BRAIN_INPUT_SIZE,
         flip_left_right: bool = True,
         cache_dir: str | Path | None = None,
         train_batch_size: int = 8,
@@ -413,7 +416,7 @@ class BrainMRIDataModule(VolumeDataModule):
         self.normal = normal
         self.val_fraction = val_fraction
         self.test_fraction = test_fraction
-        self.preprocessing = BrainPreprocessing(downsample=downsample)
+        self.preprocessing = BrainPreprocessing(box_size=tuple(box_size), downsample=downsample)
         self.cache = PreprocessedBrainCache(
             Path(cache_dir) if cache_dir else self.root / "preprocessed", self.preprocessing
         )
