@@ -98,7 +98,11 @@ def _result(side: str, test_aurocs: list[float], val_aurocs: list[float], recon:
         {
             "epoch": index + 1,
             "train_seconds": 100.0 * (index + 1),
-            "test": {"auroc": dict.fromkeys(combos, test), "recon_l1": recon + index},
+            "test": {
+                "auroc": dict.fromkeys(combos, test),
+                "recon_l1": recon + index,
+                "recon_auroc": dict.fromkeys(parity.RECONSTRUCTION, 0.7 + index / 10),
+            },
             "val": {"auroc": dict.fromkeys(combos, val)},
         }
         for index, (test, val) in enumerate(zip(test_aurocs, val_aurocs, strict=True))
@@ -112,8 +116,8 @@ def test_report_tables(tmp_path, capsys):
     ours["epochs"][2]["test"]["auroc"]["running/first_images"] = 0.99
     lines = parity.report([authors, ours]).splitlines()
     assert lines[0] == "header authors"
-    assert "| 1 | 0.410 | 0.510 | 0.5000 | 0.2500 | 100 | 100 | — |" in lines
-    assert "| 3 | 0.430 | 0.530 | 2.5000 | 2.2500 | 300 | 300 | 0.40 / 0.77 |" in lines
+    assert "| 1 | 0.410 | 0.510 | 0.5000 | 0.2500 | 0.700 | 0.700 | 100 | 100 | — |" in lines
+    assert "| 3 | 0.430 | 0.530 | 2.5000 | 2.2500 | 0.900 | 0.900 | 300 | 300 | 0.40 / 0.77 |" in lines
     assert "| ours | 3 | 0.530 | 0.530 | 0.990 | 0.530 | 0.750 | 0.750 |" in lines
     assert "| authors | `per_image` | 0.430 | 1, 0.410 | 2, 0.420 |" in lines
     assert "| ours | `running` | 0.990 | 2, 0.520 | 2, 0.520 |" in lines
