@@ -15,7 +15,8 @@ Volumes (:class:`~anomalib_medical.data.utils.volume.VolumeBatch`): each volume 
 (:func:`volume_montage`), one row per slice along ``D`` drawn with anomalib's item visualiser (the same fields and
 overlays: image, ground-truth mask, image + anomaly map, image + predicted mask), the intensities min-max scaled
 over the whole volume; the slices are spread evenly over the extent of the ground-truth mask (or, without one, of
-the volume's non-zero voxels). ``brain.nii.gz`` gives ``brain.nii.gz.png`` under ``images/``.
+the volume's non-zero voxels), its first and last slices included. ``brain.nii.gz`` gives ``brain.nii.gz.png``
+under ``images/``.
 """
 
 from __future__ import annotations
@@ -138,7 +139,7 @@ def montage_slices(item: VolumeItem, num_slices: int) -> list[int]:
     region = item.gt_mask if item.gt_mask is not None and bool(item.gt_mask.any()) else image.abs().sum(0) > 0
     occupied = torch.nonzero(region.flatten(1).any(dim=1)).flatten()
     first, last = (int(occupied[0]), int(occupied[-1])) if len(occupied) else (0, image.shape[1] - 1)
-    return sorted({round(float(d)) for d in np.linspace(first, last, num_slices + 2)[1:-1]} or {first})
+    return sorted({round(float(d)) for d in np.linspace(first, last, min(num_slices, last - first + 1))})
 
 
 def volume_montage(item: VolumeItem, num_slices: int, options: dict[str, Any]) -> Image.Image:

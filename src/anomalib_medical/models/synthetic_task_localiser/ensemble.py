@@ -22,10 +22,11 @@ from anomalib.visualization import Visualizer
 from lightning.pytorch.utilities.types import STEP_OUTPUT
 from torch import nn
 
+from anomalib_medical.metrics import volume_metrics
 from anomalib_medical.visualization import RadiographVisualizerDefault
 
-from .lightning_model import SyntheticTaskLocaliser
-from .torch_model import ScoreAggregation, SyntheticTaskLocaliserModel
+from .lightning_model import SyntheticTaskLocaliser, VolumeExportMixin
+from .torch_model import InputRange, ScoreAggregation, SyntheticTaskLocaliserModel
 
 __all__ = ["SyntheticTaskLocaliserEnsemble", "SyntheticTaskLocaliserEnsembleModel"]
 
@@ -38,6 +39,7 @@ ARCHITECTURE_KEYS = (
     "score_aggregation",
     "histogram_equalisation",
     "spatial_dims",
+    "input_range",
 )
 
 
@@ -60,6 +62,11 @@ class SyntheticTaskLocaliserEnsembleModel(nn.Module):
         self.members = nn.ModuleList(members)
         self.score_aggregation = score_aggregation
 
+    @property
+    def spatial_dims(self) -> int:
+        """2 for images, 3 for volumes (the members')."""
+        return self.members[0].spatial_dims
+
     def forward(self, images: torch.Tensor) -> torch.Tensor | InferenceBatch:
         """Mean raw map in training mode; in eval mode the clipped mean map and the image score."""
         grey = self.members[0].to_task_space(images)
@@ -72,7 +79,7 @@ class SyntheticTaskLocaliserEnsembleModel(nn.Module):
         return InferenceBatch(pred_score=score, anomaly_map=anomaly_map)
 
 
-class SyntheticTaskLocaliserEnsemble(RadiographVisualizerDefault, AnomalibModule):
+class SyntheticTaskLocaliserEnsemble(VolumeExportMixin, RadiographVisualizerDefault, AnomalibModule):
     """Ensemble of trained synthetic-task localisers (mean of their maps); assembled, never trained.
 
     Build it with :meth:`from_checkpoints`; its own checkpoint (saved after ``Engine.validate``, which computes
@@ -88,10 +95,12 @@ class SyntheticTaskLocaliserEnsemble(RadiographVisualizerDefault, AnomalibModule
         score_aggregation: Image score from the mean map.
         histogram_equalisation: Whether the members equalise their inputs' histograms.
         image_size: Resize target of the default pre-processor (``None``: 256x256 in 2-D; no resizing in 3-D).
-        spatial_dims: 2 for images, 3 for volumes.
+        spatial_dims: 2 for images, 3 for volumes (exported with inputs ``(N, 1, D, H, W)``).
+        input_range: The members' input range (``None``: by ``spatial_dims``; see
+            :class:`SyntheticTaskLocaliserModel`).
         pre_processor: Pre-processor or flag (use the members' one).
         post_processor: Post-processor or flag.
-        evaluator: Evaluator or flag (default: the members', on the raw maps).
+        evaluator: Evaluator or flag (default: the members', on the raw maps; voxel and slice metrics in 3-D).
         visualizer: Visualizer or flag.
 
     """
@@ -107,6 +116,7 @@ class SyntheticTaskLocaliserEnsemble(RadiographVisualizerDefault, AnomalibModule
         histogram_equalisation: bool = False,
         image_size: tuple[int, int] | None = None,
         spatial_dims: int = 2,
+        input_range: InputRange | None = None,
         pre_processor: PreProcessor | bool = True,
         post_processor: PostProcessor | bool = True,
         evaluator: Evaluator | bool = True,
@@ -114,6 +124,8 @@ class SyntheticTaskLocaliserEnsemble(RadiographVisualizerDefault, AnomalibModule
     ) -> None:
         if pre_processor is True:
             pre_processor = self.configure_pre_processor(image_size) if spatial_dims == 2 else PreProcessor()
+        if evaluator is True and spatial_dims == 3:
+            evaluator = Evaluator(test_metrics=volume_metrics())
         super().__init__(
             pre_processor=pre_processor,
             post_processor=post_processor,
@@ -129,6 +141,7 @@ class SyntheticTaskLocaliserEnsemble(RadiographVisualizerDefault, AnomalibModule
                 score_aggregation=score_aggregation,
                 histogram_equalisation=histogram_equalisation,
                 spatial_dims=spatial_dims,
+                input_range=input_range,
             )
             for _ in range(num_members)
         ]
@@ -155,7 +168,8 @@ class SyntheticTaskLocaliserEnsemble(RadiographVisualizerDefault, AnomalibModule
         The first member's pre-processor is used. ``kwargs`` go to the constructor (e.g. ``evaluator``).
         """
         members = [SyntheticTaskLocaliser.load_from_checkpoint(path, map_location="cpu") for path in checkpoints]
-        architectures = {tuple(member.hparams[key] for key in ARCHITECTURE_KEYS) for member in members}
+        # checkpoints written before input_range existed lack it (None: by spatial_dims, their behaviour)
+        architectures = {tuple(member.hparams.get(key) for key in ARCHITECTURE_KEYS) for member in members}
         if len(architectures) != 1:
             msg = f"the checkpoints have different architectures {sorted(architectures)}; expected one"
             raise ValueError(msg)

@@ -57,7 +57,13 @@ from .torch_model import InputRange, ScoreAggregation, SyntheticTaskLocaliserMod
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SYNTHETIC_PIXEL_AP", "SyntheticTaskLocaliser", "export_volume", "warmup_exponential_decay"]
+__all__ = [
+    "SYNTHETIC_PIXEL_AP",
+    "SyntheticTaskLocaliser",
+    "VolumeExportMixin",
+    "export_volume",
+    "warmup_exponential_decay",
+]
 
 #: Name of the logged model-selection metric.
 SYNTHETIC_PIXEL_AP = "synthetic_pixel_AP"
@@ -117,7 +123,28 @@ def export_volume(
     return path
 
 
-class SyntheticTaskLocaliser(CheckedModuleMixin, RadiographVisualizerDefault, AnomalibModule):
+class VolumeExportMixin:
+    """``to_onnx`` of an ``AnomalibModule`` whose ``model.spatial_dims`` may be 3: volumes via :func:`export_volume`.
+
+    ``Engine.export`` and ``to_openvino`` call ``to_onnx``, so both export volume models too.
+    """
+
+    model: torch.nn.Module
+
+    def to_onnx(
+        self,
+        export_root: Path | str,
+        model_file_name: str = "model",
+        input_size: tuple[int, ...] | None = None,
+        **kwargs: Any,
+    ) -> Path:
+        """Export to ONNX as anomalib does; a volume model takes ``(N, 1, D, H, W)`` (:func:`export_volume`)."""
+        if self.model.spatial_dims == 2:
+            return super().to_onnx(export_root, model_file_name, input_size, **kwargs)  # type: ignore[misc]
+        return export_volume(self, export_root, model_file_name, input_size, **kwargs)  # type: ignore[arg-type]
+
+
+class SyntheticTaskLocaliser(VolumeExportMixin, CheckedModuleMixin, RadiographVisualizerDefault, AnomalibModule):
     """Localise anomalies by regressing labels of synthetic anomalies, validated on held-out synthetic tasks.
 
     Args:
@@ -357,18 +384,6 @@ class SyntheticTaskLocaliser(CheckedModuleMixin, RadiographVisualizerDefault, An
             self.evaluator.test_metrics = torch.nn.ModuleList(volume_metrics())
             if self.evaluator.compute_on_cpu:
                 self.evaluator.metrics_to_cpu(self.evaluator.test_metrics)
-
-    def to_onnx(
-        self,
-        export_root: Path | str,
-        model_file_name: str = "model",
-        input_size: tuple[int, ...] | None = None,
-        **kwargs: Any,
-    ) -> Path:
-        """Export to ONNX as anomalib does; a volume model takes ``(N, 1, D, H, W)`` (:func:`export_volume`)."""
-        if self.model.spatial_dims == 2:
-            return super().to_onnx(export_root, model_file_name, input_size, **kwargs)
-        return export_volume(self, export_root, model_file_name, input_size, **kwargs)
 
     def on_fit_start(self) -> None:
         """Seed the training tasks' generator."""
