@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 import tarfile
 from pathlib import Path
@@ -18,6 +19,7 @@ from anomalib_medical.data.ixi import IXI, find_ixi_subjects
 from anomalib_medical.data.utils.brain import (
     LOW_RES_SIZE,
     BrainPreprocessing,
+    BrainSubject,
     downsample_half,
     foreground_box,
     head_mask,
@@ -28,6 +30,13 @@ from anomalib_medical.data.utils.brain import (
 from anomalib_medical.data.utils.download import ChecksumError, DownloadError
 from anomalib_medical.data.utils.volume import VolumeBatch
 from tests.unit.test_download import closed_port_url, serve_directory
+
+REPO = Path(__file__).resolve().parents[2]
+_spec = importlib.util.spec_from_file_location(
+    "make_brain_preprocessing_fixture", REPO / "benchmarks/reference/make_brain_preprocessing_fixture.py"
+)
+reference = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(reference)
 
 LAS = np.diag([-1.0, 1.0, 1.0, 1.0])  # HCP's storage orientation
 LPS = np.diag([-1.0, -1.0, 1.0, 1.0])  # BraTS's
@@ -107,6 +116,19 @@ def test_preprocessing_resamples_to_1mm_boxes_and_pads_to_the_paper_size() -> No
     assert full.shape == (160, 224, 160)
     with pytest.raises(ValueError, match=r"brain box \(50, 70, 170\) at 1 mm is larger than \(160, 224, 160\)"):
         BrainPreprocessing()(np.ones((50, 70, 170)), (1.0, 1.0, 1.0))
+
+
+def test_preparation_matches_the_authors_code(tmp_path: Path) -> None:
+    """Baugh et al.'s load_and_crop (fixture of benchmarks/reference/make_brain_preprocessing_fixture.py)."""
+    fixture = np.load(REPO / "tests" / "fixtures" / "authors" / "brain_preprocessing.npz")
+    for name, (image, mask) in reference.inputs().items():
+        image_path = _save(tmp_path / f"{name}.nii.gz", image, reference.AFFINES[name])
+        mask_path = _save(tmp_path / f"{name}_seg.nii.gz", mask, reference.AFFINES[name])
+        ours, our_mask = BrainPreprocessing().load(BrainSubject(name, image_path, mask_path))
+        theirs = pad_centred(fixture[f"{name}/t2"], LOW_RES_SIZE)  # their container's padding at loading
+        np.testing.assert_allclose(ours, theirs, atol=1e-5, err_msg=name)
+        np.testing.assert_array_equal(our_mask, pad_centred(fixture[f"{name}/seg"] != 0, LOW_RES_SIZE), err_msg=name)
+        assert our_mask.any()
 
 
 def test_head_mask_drops_the_noisy_background() -> None:

@@ -87,7 +87,7 @@ def z_normalise(volume: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return output
 
 
-def resize_preserve_edge(volume: np.ndarray, shape: Sequence[int]) -> np.ndarray:
+def resize_preserve_edge(volume: np.ndarray, shape: Sequence[float]) -> np.ndarray:
     """Resize linearly, dividing by the resized foreground fraction so the brain edge is not blurred (authors').
 
     Voxels whose resized foreground fraction (of ``volume > 0``) is below 0.5 become background (0).
@@ -101,7 +101,7 @@ def resize_preserve_edge(volume: np.ndarray, shape: Sequence[int]) -> np.ndarray
     return resized
 
 
-def _resize_labels(labels: np.ndarray, shape: Sequence[int]) -> np.ndarray:
+def _resize_labels(labels: np.ndarray, shape: Sequence[float]) -> np.ndarray:
     return transform.resize(labels, shape, order=0, preserve_range=True, anti_aliasing=False)
 
 
@@ -249,7 +249,9 @@ class BrainPreprocessing:
         if self.head_mask:
             image = np.where(head_mask(image), image, 0.0)
         if any(abs(zoom - self.spacing) > self.spacing_tolerance for zoom in zooms):
-            shape = np.round(np.array(image.shape) * np.array(zooms) / self.spacing).astype(int)
+            # a fractional shape, as the authors' (``shape * 0.7``): scikit-image rounds the output size but derives
+            # its anti-aliasing from the exact factor
+            shape = np.array(image.shape) * np.array(zooms) / self.spacing
             image = resize_preserve_edge(image, shape)
             mask = None if mask is None else _resize_labels(mask, shape)
         foreground = image > 0

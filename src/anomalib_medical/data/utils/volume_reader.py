@@ -67,7 +67,8 @@ class VolumeGeometry:
     Attributes:
         affine: (4, 4) map from ``(d, h, w, 1)`` indices of the returned array to world coordinates in mm (for a
             ``.npy`` file, which stores none, a 1 mm grid at the origin).
-        zooms: Voxel spacing along ``(D, H, W)`` in mm.
+        zooms: Voxel spacing along ``(D, H, W)`` in mm, rounded to 1e-6 mm (NIfTI stores float32: 0.7 mm reads
+            0.69999999, and Baugh et al. resample HCP by exactly 0.7).
 
     """
 
@@ -165,7 +166,7 @@ def _read_nifti(path: Path, orientation: str | None) -> tuple[np.ndarray, Volume
         affine = affine @ orientations.inv_ornt_aff(transform, image.shape[:3])
     reverse = np.eye(4)[[2, 1, 0, 3]]  # (i, j, k, 1) = reverse @ (d, h, w, 1)
     affine = affine @ reverse
-    zooms = tuple(float(z) for z in np.linalg.norm(affine[:3, :3], axis=0))
+    zooms = tuple(round(float(z), 6) for z in np.linalg.norm(affine[:3, :3], axis=0))  # float32 header precision
     return np.ascontiguousarray(data.transpose(2, 1, 0)), VolumeGeometry(affine=affine, zooms=zooms)
 
 
