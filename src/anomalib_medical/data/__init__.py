@@ -20,6 +20,7 @@ from anomalib_medical.data.transforms import HistogramEqualisation
 from anomalib_medical.data.utils.dataset import FullDepthDataset, RadiographPredictDataset
 from anomalib_medical.data.utils.reader import read_image_tensor
 from anomalib_medical.data.vindr_cxr import VinDrCXR
+from anomalib_medical.data.volume_folder import VolumeFolder
 
 __all__: list[str] = [
     "HCP",
@@ -42,5 +43,6 @@ __all__: list[str] = [
     "RadiographFolderDataset",
     "RadiographPredictDataset",
     "VinDrCXR",
+    "VolumeFolder",
     "read_image_tensor",
 ]
