@@ -69,7 +69,7 @@ OURS = {
 # 15 s on one thread here, so validating and testing 1,000 images alone would take 16 min. Not run here:
 # EfficientAd (downloads its teacher weights and Imagenette), Csflow and Uflow (ImageNet backbones only), Dsr
 # (downloads its VQ weights), WinClip / VlmAd / the foundation models (downloaded weights, no training).
-BUILTIN = ("Padim", "Patchcore", "Dfm", "Cfa", "Stfpm", "ReverseDistillation", "Fastflow", "Cflow", "Ganomaly")
+BUILTIN = ("Padim", "Patchcore", "Stfpm", "ReverseDistillation", "Fastflow", "Ganomaly", "Dfm", "Cfa", "Cflow")
 DEFAULT_MODELS = (*OURS, *BUILTIN)
 # anomalib's models validate once, after training, like our Squid and SimSID recipes: the whole budget trains
 VALIDATE_AT_THE_END = {"check_val_every_n_epoch": 10**6}
@@ -391,6 +391,9 @@ def compare(
     fails keeps its row, with the error and no metrics; the others go on.
     """
     unknown = [name for name in models if name not in OURS and not hasattr(anomalib_models, name)]
+    if not models:
+        msg = "no models to compare"
+        raise ValueError(msg)
     if unknown:
         msg = f"unknown model(s) {unknown}: ours are {list(OURS)}, anomalib's are in anomalib.models"
         raise ValueError(msg)
@@ -417,6 +420,14 @@ def compare(
                 outcome = Outcome({"model": name, "error": f"{type(error).__name__}: {error}"[:300]})
             logger.info("%s", {key: value for key, value in outcome.row.items() if value != ""})
             outcomes.append(outcome)
+            table = write_outputs(outcomes, reference, masks, examples, out)  # after each model: a partial run counts
+    return table
+
+
+def write_outputs(
+    outcomes: Sequence[Outcome], reference: DigitAnatomy, masks: torch.Tensor, examples: Sequence[int], out: Path
+) -> pd.DataFrame:
+    """Write ``results.csv`` (one row an outcome) and the plots of the models that did not fail."""
     table = pd.DataFrame([outcome.row for outcome in outcomes], columns=list(COLUMNS))
     table.to_csv(out / "results.csv", index=False, float_format="%.4f")
     done = sorted((o for o in outcomes if not o.row.get("error")), key=lambda o: -o.row["image_AUROC"])
@@ -426,7 +437,7 @@ def compare(
         plot_anomaly_types(ranked, out / "anomaly_types.png")
         plot_roc_curves(done, out / "roc_curves.png")
         images = torch.stack([reference.test_data[index].image for index in examples])
-        kinds = [types[index] for index in examples]
+        kinds = [reference.test_data.anomaly_types[index] for index in examples]
         plot_example_maps(done, images, masks[examples], kinds, out / "example_maps.png")
     return table
 
