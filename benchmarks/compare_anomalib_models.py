@@ -463,7 +463,12 @@ def markdown_table(table: pd.DataFrame) -> str:
             lines.append(f"| {name} | failed: {row.error} |" + " |" * (len(header) - 2))
             continue
         numbers = [row.image_AUROC, row.pixel_AUROC, row.image_F1, *(getattr(row, f"AUROC_{k}") for k in ANOMALY_TYPES)]
-        cells = [name, row.backbone_weights, row.input_size, *(f"{value:.3f}" for value in numbers)]
+        cells = [
+            name,
+            row.backbone_weights,
+            row.input_size,
+            *(f"{value:.3f}" if np.isfinite(value) else "n/a" for value in numbers),
+        ]
         lines.append("| " + " | ".join([*cells, f"{row.train_seconds:.0f}", f"{row.epochs:.2f}"]) + " |")
     return "\n".join(lines)
 
