@@ -15,6 +15,7 @@ import pytest
 import torch
 from anomalib.deploy import OpenVINOInferencer
 from anomalib.engine import Engine
+from anomalib.post_processing import PostProcessor
 from model_api.adapters import OpenvinoAdapter, create_core
 from model_api.models import AnomalyDetection, Model
 
@@ -118,3 +119,18 @@ def test_model_info_needs_a_fitted_model() -> None:
 def test_add_model_info_names_a_missing_ir(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match=r"OpenVINO IR not found: .*model\.xml"):
         add_model_info(tmp_path / "model.xml", {"task": "segmentation"})
+
+
+def test_an_unfitted_model_exports_without_model_info(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    class Exporter:  # stands for anomalib's export: returns the IR's path
+        def to_openvino(self, export_root: Path) -> Path:
+            return export_root / "model.xml"
+
+    class Unfitted(ModelInfoExportMixin, Exporter):
+        post_processor = PostProcessor()  # thresholds not set (NaN)
+
+    with caplog.at_level("WARNING", logger="anomalib_medical.export.model_info"):
+        path = Unfitted().to_openvino(tmp_path)  # no IR written: add_model_info would raise FileNotFoundError
+    assert path == tmp_path / "model.xml"
+    assert "exported without Model API's model_info" in caplog.text
+    assert "Unfitted: the image threshold is not set" in caplog.text

@@ -22,6 +22,7 @@ with the graph:
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import tempfile
@@ -29,6 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from anomalib.post_processing import PostProcessor
+
+logger = logging.getLogger(__name__)
 
 MODEL_TYPE = "AnomalyDetection"
 LABELS = "Normal Anomaly"  # Model API's list format: space-separated
@@ -108,9 +111,18 @@ def read_model_info(path: str | Path) -> dict[str, str]:
 
 
 class ModelInfoExportMixin:
-    """Adds Model API's ``model_info`` (:func:`model_info`) to every OpenVINO export of an anomalib model."""
+    """Adds Model API's ``model_info`` (:func:`model_info`) to every OpenVINO export of an anomalib model.
+
+    A model without thresholds (never fitted or validated) is exported as anomalib does, without ``model_info``,
+    and a warning says why.
+    """
 
     def to_openvino(self, *args: Any, **kwargs: Any) -> Path:
         """Export with anomalib's ``to_openvino``, then write :func:`model_info` into the IR."""
         path = super().to_openvino(*args, **kwargs)  # type: ignore[misc]
-        return add_model_info(path, model_info(self))
+        try:
+            info = model_info(self)
+        except ValueError as error:
+            logger.warning("%s: exported without Model API's model_info (%s)", path, error)
+            return path
+        return add_model_info(path, info)
