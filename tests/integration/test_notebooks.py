@@ -21,6 +21,7 @@ NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 NOTEBOOKS = {
     "01_squid_digit_anatomy.ipynb": 900,
     "03_synthetic_tasks.ipynb": 300,
+    "04_brain_mri_3d.ipynb": 300,
 }
 
 

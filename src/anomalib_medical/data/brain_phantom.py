@@ -81,7 +81,7 @@ LESION_SIGNAL = {"core": 0.95, "rim": 0.5, "oedema": 0.8, "stroke": 0.8}
 TEMPLATE_FILES = {name: f"mni_icbm152_{name}_tal_nlin_sym_09a_converted.nii.gz" for name in ("t1", "gm", "wm")}
 """nilearn's bundled MNI152 2009 files (in ``nilearn/datasets/data``)."""
 
-FORMAT_VERSION = 1  # bump when the generator's output changes: generated folders are keyed on it
+FORMAT_VERSION = 2  # bump when the generator's output changes: generated folders are keyed on it
 MANIFEST = "manifest.csv"
 _STREAMS = {Split.TRAIN: 0, Split.VAL: 1, Split.TEST: 2}
 _LESION_ATTEMPTS = 10
@@ -137,16 +137,26 @@ def load_brain_template(shape: tuple[int, int, int] = (40, 56, 40)) -> BrainTemp
         raise ValueError(msg)
     folder = nilearn_data_dir()
     maps = {
-        name: read_volume_with_geometry(folder / file, BRAIN_ORIENTATION)[0] / 255.0
+        name: read_volume_with_geometry(folder / file, BRAIN_ORIENTATION)[0] / np.float32(255.0)
         for name, file in TEMPLATE_FILES.items()
     }
     brain = ndimage.binary_fill_holes(maps["t1"] > 0)
-    grey, white = maps["gm"] * brain, maps["wm"] * brain
-    fluid = np.clip(1.0 - grey - white, 0.0, 1.0) * brain
     box = foreground_box(brain)
-    stacked = [pad_centred(tissue[box], BRAIN_INPUT_SIZE) for tissue in (fluid, grey, white)]
-    tissues = np.stack([transform.resize(t, shape, order=1, preserve_range=True) for t in stacked])
+    brain = brain[box]
+    grey, white = maps["gm"][box] * brain, maps["wm"][box] * brain
+    fluid = np.clip(1.0 - grey - white, 0.0, 1.0) * brain
+    stacked = [pad_centred(tissue, BRAIN_INPUT_SIZE) for tissue in (fluid, grey, white)]
+    tissues = np.stack([_downsample(tissue, shape) for tissue in stacked])
     return BrainTemplate(tissues=tissues.astype(np.float32), voxel_mm=float(factor))
+
+
+def _downsample(volume: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
+    """Average blocks of voxels when ``shape`` divides the volume's, else resize with anti-aliasing."""
+    factors = [size // s for size, s in zip(volume.shape, shape, strict=True)]
+    if all(f * s == size for f, s, size in zip(factors, shape, volume.shape, strict=True)):
+        blocks = volume.reshape(shape[0], factors[0], shape[1], factors[1], shape[2], factors[2])
+        return blocks.mean(axis=(1, 3, 5))
+    return transform.resize(volume, shape, order=1, preserve_range=True)
 
 
 # ------------------------------------------------------------------------------------------ generator
