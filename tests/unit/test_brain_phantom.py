@@ -153,3 +153,27 @@ def test_training_flip_and_argument_checks(tmp_path: Path) -> None:
         BrainPhantom(root=tmp_path, shape=(16, 16, 16))
     with pytest.raises(ValueError, match="positive sizes"):
         BrainPhantom(root=tmp_path, train_size=0)
+
+
+def test_foreign_volumes_for_inter_dataset_blending(tmp_path: Path) -> None:
+    foreign = tmp_path / "foreign"
+    datamodule = BrainPhantom(
+        root=tmp_path, shape=SHAPE, train_size=1, samples_per_type=1, foreign_dir=foreign, foreign_count=3
+    )
+    datamodule.prepare_data()
+    volumes = [np.load(path) for path in sorted(foreign.glob("*.npy"))]
+    assert len(volumes) == 3
+    for volume in volumes:
+        assert volume.shape == SHAPE and volume.dtype == np.float32
+        body = volume != 0
+        assert 0.1 < body.mean() < 0.9 and not body[0].any()
+        assert volume[body].mean() == pytest.approx(0.0, abs=1e-4)
+    assert not np.array_equal(volumes[0], volumes[1])
+    stamp = foreign.stat().st_mtime_ns
+    datamodule.prepare_data()
+    assert foreign.stat().st_mtime_ns == stamp  # written once
+    other = BrainPhantom(root=tmp_path, shape=(40, 56, 40), train_size=1, samples_per_type=1, foreign_dir=foreign)
+    with pytest.raises(
+        ValueError, match=r"holds 3 volumes of shapes \[\(20, 28, 20\)\], expected 20 of \(40, 56, 40\)"
+    ):
+        other.prepare_data()

@@ -26,6 +26,10 @@ Subject ``i`` of each split is drawn from a generator seeded with ``(seed, split
 and its splits are disjoint draws. All splits are generated once into
 ``<root>/shape<D>x<H>x<W>_seed<seed>_..._v<version>/`` as ``.npy`` volumes and masks with a ``manifest.csv`` (as
 DigitAnatomy's evaluation sets) and read back like any volume data set.
+
+Inter-dataset blending: Baugh et al. blend patches of abdominal CTs (MOOD) into brains. ``foreign_dir`` writes
+offline stand-ins there, :func:`foreign_volume` (ellipsoid "bodies" with multi-scale texture and blob "organs",
+z-scored), for the localiser's ``source_images``.
 """
 
 from __future__ import annotations
@@ -85,6 +89,7 @@ FORMAT_VERSION = 2  # bump when the generator's output changes: generated folder
 MANIFEST = "manifest.csv"
 _STREAMS = {Split.TRAIN: 0, Split.VAL: 1, Split.TEST: 2}
 _LESION_ATTEMPTS = 10
+_FOREIGN_STREAM = 3
 
 
 # ------------------------------------------------------------------------------------------- template
@@ -381,6 +386,35 @@ def write_phantom_set(
     return manifest
 
 
+def foreign_volume(shape: tuple[int, int, int], rng: np.random.Generator) -> np.ndarray:
+    """Make a non-brain volume for inter-dataset blending: an ellipsoid "body", multi-scale texture, blob "organs".
+
+    A stand-in, offline, for the abdominal CTs (MOOD) Baugh et al. blend into brains: z-scored inside the body,
+    background 0 (the foreground rule of the sources), float32 ``shape``.
+    """
+    grid = np.stack(np.meshgrid(*[np.linspace(-1, 1, s, dtype=np.float32) for s in shape], indexing="ij"))
+    radii = rng.uniform(0.6, 0.95, 3)[:, None, None, None]
+    body = ((grid / radii) ** 2).sum(0) < 1.0
+    texture = sum(weight * smooth_noise(shape, cells, rng)[0] for weight, cells in ((1.0, 3), (0.5, 8), (0.25, 16)))
+    for _ in range(rng.integers(3, 7)):
+        centre = rng.uniform(-0.5, 0.5, 3)[:, None, None, None]
+        size = rng.uniform(0.1, 0.3)
+        texture = texture + rng.choice([-2.0, 2.0]) * (((grid - centre) ** 2).sum(0) < size**2)
+    values = texture[body]
+    return np.where(body, (texture - values.mean()) / (values.std() + 1e-8), 0.0).astype(np.float32)
+
+
+def write_foreign_volumes(folder: Path, shape: tuple[int, int, int], count: int, seed: int) -> None:
+    """Write ``count`` :func:`foreign_volume` files ``<index>.npy`` into ``folder`` (created whole, then renamed)."""
+    staging = folder.with_name(f".{folder.name}.{os.getpid()}.partial")
+    staging.mkdir(parents=True, exist_ok=True)
+    for index in range(count):
+        np.save(
+            staging / f"{index:04d}.npy", foreign_volume(shape, np.random.default_rng([seed, _FOREIGN_STREAM, index]))
+        )
+    os.replace(staging, folder)
+
+
 class BrainPhantom(VolumeDataModule):
     """BrainPhantom: MNI152-based T2-like brain volumes, normal or with a tumour-like or stroke-like lesion.
 
@@ -397,6 +431,10 @@ class BrainPhantom(VolumeDataModule):
             Defaults to ``10``.
         flip_left_right: Mirror training volumes left-right with probability 0.5 (the authors' training transform
             for brain MRI). Defaults to ``True``.
+        foreign_dir: Folder to write ``foreign_count`` non-brain volumes of ``shape`` into (:func:`foreign_volume`),
+            the sources of the localiser's ``inter_dataset_blending`` (``--model.source_images`` the same folder);
+            ``None``: none. Defaults to ``None``.
+        foreign_count: Non-brain volumes written into ``foreign_dir``. Defaults to ``20``.
         train_batch_size: Training batch size. Defaults to ``8``.
         eval_batch_size: Validation and test batch size. Defaults to ``8``.
         num_workers: Data loader workers. Defaults to ``0``.
@@ -420,6 +458,8 @@ class BrainPhantom(VolumeDataModule):
         train_size: int = 40,
         samples_per_type: int = 10,
         flip_left_right: bool = True,
+        foreign_dir: str | Path | None = None,
+        foreign_count: int = 20,
         train_batch_size: int = 8,
         eval_batch_size: int = 8,
         num_workers: int = 0,
@@ -433,10 +473,10 @@ class BrainPhantom(VolumeDataModule):
             seed=seed,
         )
         shape = tuple(int(s) for s in shape)
-        if len(shape) != 3 or min(shape) < 1 or train_size < 1 or samples_per_type < 1:
+        if len(shape) != 3 or min(shape) < 1 or min(train_size, samples_per_type, foreign_count) < 1:
             msg = (
                 f"BrainPhantom needs a 3-D shape and positive sizes, got shape={shape}, train_size={train_size}, "
-                f"samples_per_type={samples_per_type}"
+                f"samples_per_type={samples_per_type}, foreign_count={foreign_count}"
             )
             raise ValueError(msg)
         factor = BRAIN_INPUT_SIZE[0] / shape[0]
@@ -448,6 +488,8 @@ class BrainPhantom(VolumeDataModule):
         self.train_size = train_size
         self.samples_per_type = samples_per_type
         self.category = "x".join(map(str, shape))
+        self.foreign_dir = Path(foreign_dir) if foreign_dir is not None else None
+        self.foreign_count = foreign_count
 
     @property
     def name(self) -> str:
@@ -466,15 +508,30 @@ class BrainPhantom(VolumeDataModule):
         return {Split.TRAIN: {NORMAL: self.train_size}, Split.VAL: evaluation, Split.TEST: dict(evaluation)}
 
     def prepare_data(self) -> None:
-        """Generate the subjects into :attr:`dataset_dir` unless they are there (one process at a time)."""
-        if (self.dataset_dir / MANIFEST).is_file():
-            return
-        with preparation_lock(self.dataset_dir):
-            if (self.dataset_dir / MANIFEST).is_file():
-                return
-            generator = BrainPhantomGenerator(load_brain_template(self.shape))
-            logger.info("Generating BrainPhantom subjects into %s", self.dataset_dir)
-            write_phantom_set(self.dataset_dir, generator, self._counts(), self.seed or 0)
+        """Generate the subjects into :attr:`dataset_dir`, and the foreign volumes, unless they are there.
+
+        Raises:
+            ValueError: If ``foreign_dir`` holds volumes of another shape or number (from other settings).
+
+        """
+        if not (self.dataset_dir / MANIFEST).is_file():
+            with preparation_lock(self.dataset_dir):
+                if not (self.dataset_dir / MANIFEST).is_file():
+                    generator = BrainPhantomGenerator(load_brain_template(self.shape))
+                    logger.info("Generating BrainPhantom subjects into %s", self.dataset_dir)
+                    write_phantom_set(self.dataset_dir, generator, self._counts(), self.seed or 0)
+        if self.foreign_dir is not None:
+            with preparation_lock(self.foreign_dir):
+                if not self.foreign_dir.is_dir():
+                    write_foreign_volumes(self.foreign_dir, self.shape, self.foreign_count, self.seed or 0)
+            files = sorted(self.foreign_dir.glob("*.npy"))
+            shapes = {np.load(path, mmap_mode="r").shape for path in files}
+            if len(files) != self.foreign_count or shapes != {self.shape}:
+                msg = (
+                    f"foreign_dir {self.foreign_dir} holds {len(files)} volumes of shapes {sorted(shapes)}, expected "
+                    f"{self.foreign_count} of {self.shape}: delete it, or give each configuration its own folder"
+                )
+                raise ValueError(msg)
 
     def samples(self) -> pd.DataFrame:
         """Return the samples table of the generated subjects (generating them first if needed).
