@@ -137,7 +137,7 @@ def test_stock_anomalib_train_on_a_volume_folder(tmp_path: Path) -> None:
         f"--model.validation_tasks=[{','.join(TASKS['validation_tasks'])}]",
         "--model.visualizer=false",
         "--data",
-        "anomalib_medical.data.volume_folder.VolumeFolder",
+        "VolumeFolder",
         "--data.name=toy",
         f"--data.root={root}",
         "--data.normal_dir=normal",
@@ -174,3 +174,33 @@ def test_brain_phantom_recipe_builds_a_volume_model() -> None:
     assert type(cli.datamodule).__name__ == "BrainPhantom"
     assert cli.model.model.spatial_dims == 3
     assert "inter_dataset_blending" not in cli.model.hparams["train_tasks"]  # no source volumes offline
+
+
+def test_stock_anomalib_train_on_brain_phantom(tmp_path: Path) -> None:
+    """``anomalib train --model SyntheticTaskLocaliser --data BrainPhantom``: no spatial_dims, the data makes it 3-D."""
+    command = [
+        console_script("anomalib"),
+        "train",
+        "--model",
+        "SyntheticTaskLocaliser",
+        *[f"--model.{key}={value}" for key, value in {**TINY, "push_distance": "[0.5,2.0]"}.items()],
+        f"--model.train_tasks=[{','.join(TASKS['train_tasks'])}]",
+        f"--model.validation_tasks=[{','.join(TASKS['validation_tasks'])}]",
+        "--data",
+        "BrainPhantom",
+        f"--data.root={tmp_path / 'phantom'}",
+        "--data.shape=[20,28,20]",
+        "--data.train_size=4",
+        "--data.samples_per_type=1",
+        "--data.train_batch_size=2",
+        "--data.eval_batch_size=3",
+        "--trainer.max_epochs=1",
+        "--trainer.logger=false",
+        "--trainer.enable_progress_bar=false",
+        f"--default_root_dir={tmp_path / 'results'}",
+    ]
+    process = run_command(command)
+    assert_succeeded(process)
+    for name in ("voxel_AveragePrecision", "voxel_ChunkedAveragePrecision", "slice_AveragePrecision", "slice_AUROC"):
+        assert name in process.stdout
+    assert len(list((tmp_path / "results").rglob("images/**/*.npy.png"))) == 3  # a montage per test volume
