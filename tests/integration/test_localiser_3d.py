@@ -17,7 +17,7 @@ from sklearn.metrics import average_precision_score
 from anomalib_medical.data.utils.volume import VolumeBatch
 from anomalib_medical.data.volume_folder import VolumeFolder
 from anomalib_medical.metrics import SliceAUROC
-from anomalib_medical.models import SyntheticTaskLocaliser
+from anomalib_medical.models import SyntheticTaskLocaliser, SyntheticTaskLocaliserEnsemble
 from anomalib_medical.models.synthetic_task_localiser.lightning_model import SYNTHETIC_PIXEL_AP
 from tests.conftest import REPO_ROOT, assert_succeeded, console_script, parse_recipe, run_command
 from tests.integration.test_localiser_export import FP32, ONNX_KWARGS, keep_maps_inside_the_clip
@@ -97,6 +97,19 @@ def test_predict_returns_volume_batches_with_masks(fitted) -> None:
     first = predictions[0]
     assert first.anomaly_map.shape == first.pred_mask.shape == first.gt_mask.shape
     assert first.pred_label.shape == (len(first),)
+
+
+def test_ensemble_of_volume_checkpoints_tests_with_volume_metrics(fitted) -> None:
+    model, engine, datamodule, _ = fitted
+    best = engine.trainer.checkpoint_callback.best_model_path
+    ensemble = SyntheticTaskLocaliserEnsemble.from_checkpoints([best, best], visualizer=False)
+    assert ensemble.model.spatial_dims == 3
+    ensemble_engine = Engine(logger=False, default_root_dir=Path(best).parent / "ensemble", enable_progress_bar=False)
+    ensemble_engine.validate(ensemble, datamodule=datamodule)
+    metrics = ensemble_engine.test(ensemble, datamodule=datamodule, verbose=False)[0]
+    single = engine.test(model, datamodule=datamodule, verbose=False)[0]
+    for name in ("voxel_AveragePrecision", "slice_AveragePrecision", "slice_AUROC"):  # two copies: the same maps
+        assert metrics[name] == pytest.approx(single[name], rel=1e-5)
 
 
 def test_inter_dataset_blending_on_volumes_needs_source_volumes(tmp_path: Path) -> None:
