@@ -8,6 +8,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from lightning.pytorch.trainer.states import TrainerFn
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from anomalib_medical.data.utils.images import make_samples_dataframe
@@ -21,6 +22,7 @@ from anomalib_medical.metrics import (
     slice_labels_and_scores,
     volume_metrics,
 )
+from anomalib_medical.models.synthetic_task_localiser.cross_validation import hold_out_data_fold
 from anomalib_medical.models.synthetic_task_localiser.torch_model import SyntheticTaskLocaliserModel
 from anomalib_medical.visualization import montage_slices, volume_montage
 from tests.unit.fake_volumes import brain_like, write_volume_tree
@@ -237,3 +239,18 @@ def test_volume_model_takes_task_space_inputs() -> None:
     assert SyntheticTaskLocaliserModel(**TINY_NET).input_range == "unit"
     with pytest.raises(ValueError, match="input_range must be"):
         SyntheticTaskLocaliserModel(**TINY_NET, input_range="zscore")
+
+
+def test_cross_validation_holds_training_volumes_out(tmp_path: Path) -> None:
+    root = write_volume_tree(tmp_path / "tree", normal=10, abnormal=6)
+    datamodule = VolumeFolder(
+        name="toy", root=root, normal_dir="normal", abnormal_dir="abnormal", mask_dir="masks", seed=0
+    )
+    datamodule.setup(TrainerFn.FITTING)  # as the trainer does: the fold's setup keeps these splits
+    training = set(datamodule.train_data.samples.image_path)
+    assert hold_out_data_fold(datamodule, [0])  # a 4/1 fold: one of five parts of the 8 training volumes
+    kept, validation = set(datamodule.train_data.samples.image_path), datamodule.val_data.samples
+    moved = training - kept
+    assert len(moved) == 2 and moved <= set(validation.image_path) and len(validation) == 4 + 2
+    assert isinstance(datamodule.val_data, VolumeDataset)
+    assert set(validation[validation.image_path.isin(moved)].label_index) == {0}
