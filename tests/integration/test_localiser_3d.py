@@ -22,6 +22,7 @@ from anomalib_medical.models.synthetic_task_localiser.lightning_model import SYN
 from tests.conftest import REPO_ROOT, assert_succeeded, console_script, parse_recipe, run_command
 from tests.integration.test_localiser_export import FP32, ONNX_KWARGS, keep_maps_inside_the_clip
 from tests.unit.fake_volumes import write_volume_tree
+from tests.unit.test_brain_datasets import _brats_subject, _hcp_tree
 
 pytestmark = pytest.mark.slow
 
@@ -217,3 +218,38 @@ def test_stock_anomalib_train_on_brain_phantom(tmp_path: Path) -> None:
     for name in ("voxel_AveragePrecision", "voxel_ChunkedAveragePrecision", "slice_AveragePrecision", "slice_AUROC"):
         assert name in process.stdout
     assert len(list((tmp_path / "results").rglob("images/**/*.npy.png"))) == 3  # a montage per test volume
+
+
+def test_stock_anomalib_train_on_a_brats_layout_tree(tmp_path: Path) -> None:
+    """Train on HCP-layout normal volumes, test on BraTS-layout ones, with the stock command (the paper's pairing)."""
+    _brats_subject(tmp_path / "brats" / "BraTS2021_00000", 0)
+    _brats_subject(tmp_path / "brats" / "BraTS2021_00001", 1)
+    _hcp_tree(tmp_path / "hcp", 3)
+    box = "[48,56,48]"  # volumes of 24 x 28 x 24 instead of the paper's 80 x 112 x 80
+    command = [
+        console_script("anomalib"),
+        "train",
+        "--model",
+        "SyntheticTaskLocaliser",
+        *[f"--model.{key}={value}" for key, value in {**TINY, "push_distance": "[0.5,2.0]"}.items()],
+        f"--model.train_tasks=[{','.join(TASKS['train_tasks'])}]",
+        f"--model.validation_tasks=[{','.join(TASKS['validation_tasks'])}]",
+        "--model.visualizer=false",
+        "--data",
+        "BraTS",
+        f"--data.root={tmp_path / 'brats'}",
+        f"--data.box_size={box}",
+        "--data.train_batch_size=2",
+        "--data.normal",
+        "HCP",
+        f"--data.normal.root={tmp_path / 'hcp'}",
+        f"--data.normal.box_size={box}",
+        "--trainer.max_epochs=1",
+        "--trainer.logger=false",
+        "--trainer.enable_progress_bar=false",
+        f"--default_root_dir={tmp_path / 'results'}",
+    ]
+    process = run_command(command)
+    assert_succeeded(process)
+    for name in ("voxel_AveragePrecision", "voxel_ChunkedAveragePrecision", "voxel_AUROC", "slice_AveragePrecision"):
+        assert name in process.stdout
