@@ -183,8 +183,17 @@ def test_source_patch_has_the_requested_shape_and_the_source_range() -> None:
 def test_inter_dataset_blending_defaults_to_bundled_photographs_and_rejects_empty_folders(tmp_path: Path) -> None:
     task = build_task("inter_dataset_blending")
     assert len(task.sources) >= 10
-    with pytest.raises(FileNotFoundError):
-        build_task("inter_dataset_blending", source_images=tmp_path)
+    with pytest.raises(FileNotFoundError, match="no source images found under"):
+        _ = build_task("inter_dataset_blending", source_images=tmp_path).sources
+
+
+def test_inter_dataset_blending_lists_a_folder_written_after_the_task_was_built(tmp_path: Path) -> None:
+    folder = tmp_path / "foreign"  # absent when the task is built, as a datamodule's prepare_data writes it later
+    task = build_task("inter_dataset_blending", source_images=folder)
+    folder.mkdir()
+    np.save(folder / "volume.npy", smooth_image((12, 12, 12), 1))
+    assert task.sources == (str(folder / "volume.npy"),)
+    assert task(smooth_image((12, 12, 12), 0), np.random.default_rng(0)).image.shape == (12, 12, 12)
 
 
 def test_registry_and_cross_validation_folds() -> None:

@@ -285,6 +285,9 @@ def load_source_image(source: str, shape: tuple[int, ...], intensity: SourceInte
 class InterDatasetBlendingTask(PoissonBlendingTask):
     """Poisson blending of a patch from an external image set (task 2).
 
+    The folder is listed at the first blend, not at construction, so that it may be written after the model is
+    built (e.g. by a datamodule's ``prepare_data``, as ``BrainPhantom(foreign_dir=...)``).
+
     Args:
         source_images: Folder of sources or ``None`` for scikit-image's bundled photographs (2-D targets only).
             For 2-D targets: images (``.png``, ``.jpg``, ``.tif``, ``.npy``...; grey or colour); for 3-D targets:
@@ -294,7 +297,6 @@ class InterDatasetBlendingTask(PoissonBlendingTask):
         **kwargs: Options of :class:`PoissonBlendingTask`.
 
     Raises:
-        FileNotFoundError: If the folder holds no source.
         ValueError: If ``source_intensity`` is unknown.
 
     """
@@ -311,13 +313,22 @@ class InterDatasetBlendingTask(PoissonBlendingTask):
             raise ValueError(msg)
         self.source_intensity = source_intensity
         self.folder = None if source_images is None else Path(source_images)
+
+    @functools.cached_property
+    def sources(self) -> tuple[str, ...]:
+        """Paths of the sources (listed once, at first use).
+
+        Raises:
+            FileNotFoundError: If the folder holds no source (or does not exist).
+
+        """
         if self.folder is None:
-            self.sources: tuple[str, ...] = SKIMAGE_PHOTOGRAPHS
-        else:
-            self.sources = tuple(str(p) for p in sorted(self.folder.rglob("*")) if p.suffix.lower() in IMAGE_SUFFIXES)
-            if not self.sources:
-                msg = f"no images found under {self.folder}"
-                raise FileNotFoundError(msg)
+            return SKIMAGE_PHOTOGRAPHS
+        sources = tuple(str(p) for p in sorted(self.folder.rglob("*")) if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not sources:
+            msg = f"inter_dataset_blending: no source images found under {self.folder} (suffixes {IMAGE_SUFFIXES})"
+            raise FileNotFoundError(msg)
+        return sources
 
     def source_image(self, image: np.ndarray, rng: np.random.Generator, sources: Sequence[Source]) -> Source:
         """Return a random external source for ``image``'s shape.
