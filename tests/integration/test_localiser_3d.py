@@ -191,18 +191,27 @@ def test_brain_phantom_recipe_builds_a_volume_model() -> None:
 
 
 def test_stock_anomalib_train_on_brain_phantom(tmp_path: Path) -> None:
-    """``anomalib train --model SyntheticTaskLocaliser --data BrainPhantom``: no spatial_dims, the data makes it 3-D."""
+    """``anomalib train --model SyntheticTaskLocaliser --data BrainPhantom``: no spatial_dims, the data makes it 3-D.
+
+    With inter-dataset blending from the non-brain volumes that the datamodule's ``prepare_data`` writes, after the
+    model (and its tasks) were built.
+    """
+    foreign = tmp_path / "phantom" / "foreign"
     command = [
         console_script("anomalib"),
         "train",
         "--model",
         "SyntheticTaskLocaliser",
         *[f"--model.{key}={value}" for key, value in {**TINY, "push_distance": "[0.5,2.0]"}.items()],
-        f"--model.train_tasks=[{','.join(TASKS['train_tasks'])}]",
+        f"--model.train_tasks=[{','.join([*TASKS['train_tasks'], 'inter_dataset_blending'])}]",
         f"--model.validation_tasks=[{','.join(TASKS['validation_tasks'])}]",
+        f"--model.source_images={foreign}",
+        "--model.source_intensity=zscore",
         "--data",
         "BrainPhantom",
         f"--data.root={tmp_path / 'phantom'}",
+        f"--data.foreign_dir={foreign}",
+        "--data.foreign_count=2",
         "--data.shape=[20,28,20]",
         "--data.train_size=4",
         "--data.samples_per_type=1",
@@ -218,6 +227,7 @@ def test_stock_anomalib_train_on_brain_phantom(tmp_path: Path) -> None:
     for name in ("voxel_AveragePrecision", "voxel_ChunkedAveragePrecision", "slice_AveragePrecision", "slice_AUROC"):
         assert name in process.stdout
     assert len(list((tmp_path / "results").rglob("images/**/*.npy.png"))) == 3  # a montage per test volume
+    assert len(list(foreign.glob("*.npy"))) == 2
 
 
 def test_stock_anomalib_train_on_a_brats_layout_tree(tmp_path: Path) -> None:
