@@ -86,6 +86,7 @@ COLUMNS = (
     "test_seconds",
     "epochs",
     "budget_seconds",
+    "settings",
     "error",
 )
 
@@ -415,6 +416,8 @@ def compare(
                     arguments = (overrides or {}).get(name, {})
                     entry = builtin_entry(name, data_args, builtin_size, pretrained, texture_dir, seed, **arguments)
                 outcome = train_and_score(entry, budget, work_dir, masks, types, examples)
+                changed = (overrides or {}).get(name, {})
+                outcome.row["settings"] = " ".join(f"{key}={value}" for key, value in changed.items())
             except Exception as error:  # one failing model must not lose the others' results
                 logger.error("%s failed:\n%s", name, traceback.format_exc())
                 outcome = Outcome({"model": name, "error": f"{type(error).__name__}: {error}"[:300]})
@@ -488,7 +491,22 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--dtd-dir", type=Path, default=None, help="DTD textures for DRAEM (default: none)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="MODEL.ARGUMENT=VALUE",
+        help="a constructor argument of one model, e.g. Patchcore.coreset_sampling_ratio=0.01 (YAML value)",
+    )
+    args = parser.parse_args(argv)
+    args.overrides = {}
+    for item in args.set:
+        target, _, value = item.partition("=")
+        model, _, argument = target.partition(".")
+        if not (model and argument and value):
+            parser.error(f"--set {item!r}: expected MODEL.ARGUMENT=VALUE, e.g. Patchcore.coreset_sampling_ratio=0.01")
+        args.overrides.setdefault(model, {})[argument] = yaml.safe_load(value)
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -513,6 +531,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.pretrained,
         args.dtd_dir,
         args.seed,
+        args.overrides,
     )
     print(machine_header("python " + " ".join(sys.argv)))
     print(markdown_table(table))

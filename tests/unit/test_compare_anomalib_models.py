@@ -55,6 +55,8 @@ def test_comparison_writes_the_table_and_the_plots(tmp_path: Path) -> None:
     assert written["family"].tolist() == ["anomalib", "ours"]
     assert written["backbone_weights"].tolist() == ["random (no download here)", "n/a (no backbone)"]
     assert written["input_size"].tolist() == ["32x32", f"{SQUID['image_size']}x{SQUID['image_size']}"]
+    assert written.loc[0, "settings"] == "layers=['layer1', 'layer2']"
+    assert f"image_size={SQUID['image_size']}" in written.loc[1, "settings"]
     metrics = ["image_AUROC", "pixel_AUROC", "image_F1", *(f"AUROC_{kind}" for kind in compare_models.ANOMALY_TYPES)]
     values = table[metrics].to_numpy(dtype=float)
     assert np.isfinite(values).all()
@@ -121,6 +123,15 @@ def test_random_backbone_weights_reach_models_without_a_pretrained_argument() ->
             model = anomalib_models.Stfpm(layers=["layer1"], visualizer=False)
         teachers.append(next(model.model.teacher_model.parameters()).detach())
     assert not torch.equal(*teachers)  # random initialisations, not one set of downloaded weights
+
+
+def test_set_gives_one_model_constructor_arguments() -> None:
+    args = compare_models.parse_args(
+        ["--set", "Patchcore.coreset_sampling_ratio=0.01", "--set", "Padim.layers=[layer1]"]
+    )
+    assert args.overrides == {"Patchcore": {"coreset_sampling_ratio": 0.01}, "Padim": {"layers": ["layer1"]}}
+    with pytest.raises(SystemExit):
+        compare_models.parse_args(["--set", "coreset_sampling_ratio=0.01"])
 
 
 def test_unknown_model_names_are_refused(tmp_path: Path) -> None:
