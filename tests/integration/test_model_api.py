@@ -21,7 +21,7 @@ from model_api.models import AnomalyDetection, Model
 
 from anomalib_medical.data import DigitAnatomy
 from anomalib_medical.export import ModelInfoExportMixin, add_model_info, model_info, read_model_info
-from anomalib_medical.models import SimSID, Squid, SyntheticTaskLocaliser
+from anomalib_medical.models import SimSID, Squid, SyntheticTaskLocaliser, SyntheticTaskLocaliserEnsemble
 from tests.unit.test_simsid import TINY as SIMSID_TINY
 from tests.unit.test_squid import TINY as SQUID_TINY
 
@@ -44,11 +44,9 @@ MODELS = {
 }
 
 
-def exportable(model_class: type) -> type:
-    """``model_class`` with :class:`ModelInfoExportMixin` (what the model classes use to write ``model_info``)."""
-    if issubclass(model_class, ModelInfoExportMixin):
-        return model_class
-    return type(model_class.__name__, (ModelInfoExportMixin, model_class), {})
+def test_every_model_writes_model_info_on_export() -> None:
+    for model_class in (*(model_class for model_class, _ in MODELS.values()), SyntheticTaskLocaliserEnsemble):
+        assert issubclass(model_class, ModelInfoExportMixin), model_class
 
 
 @pytest.mark.slow
@@ -61,7 +59,7 @@ def test_model_api_matches_openvino_inferencer(tmp_path: Path, name: str) -> Non
     datamodule = DigitAnatomy(
         root=tmp_path / "digits", cell_size=8, samples_per_type=4, train_size=16, train_batch_size=8, eval_batch_size=10
     )
-    model = exportable(model_class)(**settings, visualizer=False)
+    model = model_class(**settings, visualizer=False)
     Engine(max_epochs=1, logger=False, default_root_dir=tmp_path / "results", enable_progress_bar=False).fit(
         model, datamodule=datamodule
     )

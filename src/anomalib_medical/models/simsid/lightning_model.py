@@ -19,6 +19,7 @@ from anomalib.models.components import AnomalibModule
 from anomalib.visualization import Visualizer
 from torch import nn
 
+from anomalib_medical.export import ModelInfoExportMixin
 from anomalib_medical.models.components.adversarial_training import (
     AdversarialInpaintingMixin,
     ScoreStatistics,
@@ -40,7 +41,7 @@ from anomalib_medical.visualization import RadiographVisualizerDefault
 from .torch_model import SimSIDModel
 
 
-class SimSID(AdversarialInpaintingMixin, RadiographVisualizerDefault, AnomalibModule):
+class SimSID(ModelInfoExportMixin, AdversarialInpaintingMixin, RadiographVisualizerDefault, AnomalibModule):
     """SimSID as an anomalib model. Defaults are the authors' ZhangLab (chest X-ray) settings.
 
     SimSID is SQUID with a learned space-aware memory matrix instead of the memory queue (Sec. 3.2),

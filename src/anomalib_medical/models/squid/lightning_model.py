@@ -18,6 +18,7 @@ from anomalib.models.components import AnomalibModule
 from anomalib.visualization import Visualizer
 from torch import nn
 
+from anomalib_medical.export import ModelInfoExportMixin
 from anomalib_medical.models.components.adversarial_training import (
     AdversarialInpaintingMixin,
     ScoreStatistics,
@@ -38,7 +39,7 @@ from anomalib_medical.visualization import RadiographVisualizerDefault
 from .torch_model import SquidModel
 
 
-class Squid(AdversarialInpaintingMixin, RadiographVisualizerDefault, AnomalibModule):
+class Squid(ModelInfoExportMixin, AdversarialInpaintingMixin, RadiographVisualizerDefault, AnomalibModule):
     """SQUID as an anomalib model. Defaults are the authors' ZhangLab (chest X-ray) settings.
 
     Training uses manual optimisation with two optimisers: the discriminator is updated at every

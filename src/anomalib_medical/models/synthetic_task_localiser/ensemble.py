@@ -22,6 +22,7 @@ from anomalib.visualization import Visualizer
 from lightning.pytorch.utilities.types import STEP_OUTPUT
 from torch import nn
 
+from anomalib_medical.export import ModelInfoExportMixin
 from anomalib_medical.metrics import volume_metrics
 from anomalib_medical.visualization import RadiographVisualizerDefault
 
@@ -79,7 +80,9 @@ class SyntheticTaskLocaliserEnsembleModel(nn.Module):
         return InferenceBatch(pred_score=score, anomaly_map=anomaly_map)
 
 
-class SyntheticTaskLocaliserEnsemble(VolumeExportMixin, RadiographVisualizerDefault, AnomalibModule):
+class SyntheticTaskLocaliserEnsemble(
+    ModelInfoExportMixin, VolumeExportMixin, RadiographVisualizerDefault, AnomalibModule
+):
     """Ensemble of trained synthetic-task localisers (mean of their maps); assembled, never trained.
 
     Build it with :meth:`from_checkpoints`; its own checkpoint (saved after ``Engine.validate``, which computes

@@ -44,6 +44,7 @@ from torchmetrics.classification import BinaryAveragePrecision
 from torchvision.transforms.v2 import Compose, Resize
 
 from anomalib_medical.data.utils.volume import VolumeDataModule
+from anomalib_medical.export import ModelInfoExportMixin
 from anomalib_medical.metrics import raw_metrics, volume_metrics
 from anomalib_medical.models.components.lightning_checks import CheckedModuleMixin
 from anomalib_medical.models.components.unet import Initialisation, check_spatial_dims
@@ -144,7 +145,9 @@ class VolumeExportMixin:
         return export_volume(self, export_root, model_file_name, input_size, **kwargs)  # type: ignore[arg-type]
 
 
-class SyntheticTaskLocaliser(VolumeExportMixin, CheckedModuleMixin, RadiographVisualizerDefault, AnomalibModule):
+class SyntheticTaskLocaliser(
+    ModelInfoExportMixin, VolumeExportMixin, CheckedModuleMixin, RadiographVisualizerDefault, AnomalibModule
+):
     """Localise anomalies by regressing labels of synthetic anomalies, validated on held-out synthetic tasks.
 
     Args:
