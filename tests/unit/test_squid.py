@@ -110,6 +110,19 @@ def test_teacher_does_not_train_the_encoder():
     assert any(parameter.grad is not None for parameter in model.generator.teacher.parameters())
 
 
+def test_teacher_trains_the_encoder_when_asked():
+    lightning = Squid(**TINY, teacher_trains_encoder=True, evaluator=False, visualizer=False)
+    model = lightning.model.train()
+    out = model(torch.rand(2, 3, 24, 24))
+    torch.nn.functional.mse_loss(out.teacher_reconstruction, out.image).backward()
+    encoder = list(model.generator.encoder.parameters())
+    assert all(parameter.grad is not None for parameter in encoder)
+    assert any(parameter.grad.abs().sum() > 0 for parameter in encoder)
+    # the student path and the in-painting block get nothing from the teacher's loss
+    assert all(parameter.grad is None for parameter in model.generator.student.parameters())
+    assert lightning.hparams["teacher_trains_encoder"] is True
+
+
 def test_eval_forward_is_deterministic_and_writes_no_buffer():
     model = _tiny_model().eval()
     before = {name: value.clone() for name, value in model.state_dict().items()}

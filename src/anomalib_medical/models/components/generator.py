@@ -135,6 +135,8 @@ class InpaintingGenerator(nn.Module):
         neighbour_attention: In-paint from the neighbours' retrieved features with the transformer layer
             (``False``: each patch's own memory read-out, SimSID's ``use_inpaint = False``).
         distillation: Build the teacher decoder.
+        teacher_trains_encoder: Let the teacher's reconstruction loss reach the encoder (ours, off by default: the
+            authors' teacher reads detached features, so the encoder learns only through the in-painting path).
         backbone: timm backbone name instead of the basic encoder.
         pretrained: Load pretrained backbone weights.
         activation: Output activation (``"tanh"`` works in ``[-1, 1]``, see the module docstring).
@@ -164,6 +166,7 @@ class InpaintingGenerator(nn.Module):
         backbone: str | None,
         pretrained: bool,
         activation: OutputActivation = "sigmoid",
+        teacher_trains_encoder: bool = False,
     ) -> None:
         super().__init__()
         for side in image_size:
@@ -200,6 +203,7 @@ class InpaintingGenerator(nn.Module):
         self.levels = levels
         self.merge_levels = merge_levels
         self.activation = activation
+        self.teacher_trains_encoder = teacher_trains_encoder
         self.encoder = (
             TimmEncoder(backbone, in_channels, levels, pretrained)
             if backbone
@@ -285,7 +289,7 @@ class InpaintingGenerator(nn.Module):
         Args:
             image: Input image in ``[0, 1]``.
             teacher: Also run the teacher decoder (needed for the training losses only). The teacher
-                reads detached encoder features, so it never trains the encoder.
+                reads detached encoder features (it never trains the encoder) unless ``teacher_trains_encoder``.
 
         """
         image = self.to_output_range(image)
@@ -295,9 +299,11 @@ class InpaintingGenerator(nn.Module):
         reconstruction, student_features = self.student(inpainted, skips)
         teacher_reconstruction, teacher_features = None, []
         if teacher and self.teacher is not None:
-            teacher_reconstruction, teacher_features = self.teacher(
-                features[-1].detach(), [skip.detach() for skip in skips]
-            )
+            if self.teacher_trains_encoder:
+                teacher_input, teacher_skips = features[-1], skips
+            else:
+                teacher_input, teacher_skips = features[-1].detach(), [skip.detach() for skip in skips]
+            teacher_reconstruction, teacher_features = self.teacher(teacher_input, teacher_skips)
             teacher_reconstruction = self._to_image_size(teacher_reconstruction)
         return GeneratorOutput(
             image=image,

@@ -68,6 +68,9 @@ class Squid(ModelInfoExportMixin, AdversarialInpaintingMixin, RadiographVisualiz
         num_heads: Attention heads of the in-painting transformer.
         dropout: In-painting feed-forward dropout.
         distillation: Use the teacher decoder and the distillation losses.
+        teacher_trains_encoder: Let the teacher's reconstruction and distillation losses train the encoder (ours, the
+            CPU recipe's; the authors' teacher reads detached features, so their encoder learns only through the
+            in-painting path and its features need not tell digits apart, see the README).
         backbone: Optional timm backbone replacing the basic encoder.
         pretrained: Load pretrained backbone weights.
         score_type: ``discriminator`` (paper), ``residual_image``, ``residual_feature``, ``residual`` (both
@@ -121,6 +124,7 @@ class Squid(ModelInfoExportMixin, AdversarialInpaintingMixin, RadiographVisualiz
         num_heads: int = 8,
         dropout: float = 0.0,
         distillation: bool = True,
+        teacher_trains_encoder: bool = False,
         backbone: str | None = None,
         pretrained: bool = False,
         score_type: ScoreType = "discriminator",
@@ -172,6 +176,7 @@ class Squid(ModelInfoExportMixin, AdversarialInpaintingMixin, RadiographVisualiz
             num_heads=num_heads,
             dropout=dropout,
             distillation=distillation,
+            teacher_trains_encoder=teacher_trains_encoder,
             backbone=backbone,
             pretrained=pretrained,
             score_type=score_type,

@@ -52,6 +52,7 @@ class SquidModel(InpaintingDetector):
         num_heads: Attention heads of the in-painting transformer.
         dropout: In-painting feed-forward dropout.
         distillation: Use the teacher decoder.
+        teacher_trains_encoder: Let the teacher's losses train the encoder too (ours; the authors detach its input).
         backbone: Optional timm backbone replacing the basic encoder.
         pretrained: Pretrained backbone weights.
         discriminator_channels: Channels of the discriminator stages.
@@ -86,6 +87,7 @@ class SquidModel(InpaintingDetector):
         num_heads: int = 8,
         dropout: float = 0.0,
         distillation: bool = True,
+        teacher_trains_encoder: bool = False,
         backbone: str | None = None,
         pretrained: bool = False,
         discriminator_channels: Sequence[int] = (16, 32, 64, 128, 128),
@@ -118,6 +120,7 @@ class SquidModel(InpaintingDetector):
             backbone=backbone,
             pretrained=pretrained,
             activation="sigmoid",
+            teacher_trains_encoder=teacher_trains_encoder,
         )
         discriminator = ImageDiscriminator(image_size, in_channels, discriminator_channels)
         super().__init__(
