@@ -23,6 +23,8 @@ from tests.unit.test_simsid import TINY as SIMSID_TINY
 from tests.unit.test_squid import TINY as SQUID_TINY
 
 CONFIG = REPO_ROOT / "benchmarks" / "anomalib_benchmark" / "squid_digit_anatomy.yaml"
+RECIPE = REPO_ROOT / "configs" / "squid_digit_anatomy.yaml"
+README = REPO_ROOT / "README.md"
 
 
 def test_our_classes_are_attributes_of_anomalib_packages() -> None:
@@ -64,6 +66,20 @@ def test_patches_per_side_replaces_grid(model_class: type, tiny: dict) -> None:
     container = {"model": {"init_args": {"patches_per_side": 3}}}
     assert list(get_iterator_from_grid_dict(container)) == [container]
     assert list(get_iterator_from_grid_dict({"model": {"init_args": {"grid": 3}}})) == [{"model": {"init_args": 3}}]
+
+
+def test_benchmark_config_is_the_cpu_recipe() -> None:
+    """The benchmark's model, data and the epochs its header sets are those of configs/squid_digit_anatomy.yaml."""
+    benchmark = yaml.safe_load(CONFIG.read_text())["benchmark"]
+    recipe = yaml.safe_load(RECIPE.read_text())
+    assert benchmark["model"]["init_args"] == recipe["model"]["init_args"]
+    recipe_data = recipe["data"]["init_args"]
+    for key, value in benchmark["data"]["init_args"].items():
+        if key != "root":
+            assert recipe_data[key] == value, key
+    epochs, every = recipe["trainer"]["max_epochs"], recipe["trainer"]["check_val_every_n_epoch"]
+    assert f"PL_TRAINER_MAX_EPOCHS={epochs} PL_TRAINER_CHECK_VAL_EVERY_N_EPOCH={every}" in CONFIG.read_text()
+    assert f"PL_TRAINER_MAX_EPOCHS={epochs} PL_TRAINER_CHECK_VAL_EVERY_N_EPOCH={every}" in README.read_text()
 
 
 @pytest.mark.slow
