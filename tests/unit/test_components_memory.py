@@ -65,6 +65,20 @@ def test_memory_matrix_shapes_and_gradients():
     assert query.grad is not None and query.grad.abs().sum() > 0
 
 
+def test_read_memory_matches_the_per_position_formula_and_its_gradients():
+    torch.manual_seed(0)
+    query = torch.randn(3, 4, 6, dtype=torch.float64, requires_grad=True)
+    slots = torch.randn(4, 8, 6, dtype=torch.float64, requires_grad=True)
+    batched = read_memory(query, slots, top_k=3)
+    # q S^T, shrinkage over the slots, weights S, position by position
+    looped = torch.stack([gumbel_shrinkage(query[:, p] @ slots[p].T, 3) @ slots[p] for p in range(4)], dim=1)
+    torch.testing.assert_close(batched, looped)
+    probe = torch.randn_like(batched)
+    gradients = [torch.autograd.grad((out * probe).sum(), (query, slots)) for out in (batched, looped)]
+    for ours, reference in zip(*gradients, strict=True):
+        torch.testing.assert_close(ours, reference)
+
+
 def test_memory_queue_read_gives_no_gradient_to_the_queue_but_to_the_query():
     queue = MemoryQueue(num_positions=3, num_slots=5, dim=4, top_k=2)
     query = torch.randn(2, 3, 4, requires_grad=True)

@@ -54,6 +54,7 @@ def _engine(tmp_path, **kwargs) -> Engine:
 
 @pytest.mark.parametrize(("activation", "low"), [("tanh", -1.0), ("sigmoid", 0.0)])
 def test_training_forward_shapes_and_output_range(activation, low):
+    torch.manual_seed(0)  # some random initialisations (1 in 20 seeds) give a tanh output with no negative pixel
     model = _tiny_model(activation=activation).train()
     image = torch.rand(2, 3, 24, 24)
     out = model(image)

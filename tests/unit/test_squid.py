@@ -218,6 +218,31 @@ def test_lightning_module_contract():
     assert discriminator_params == {id(p) for p in model.model.discriminator.parameters()}
 
 
+def test_cpu_optimisers_are_fused_and_update_as_the_loop_does():
+    torch.manual_seed(0)
+    model = Squid(**TINY)
+    fused, _ = model.configure_optimizers()[0]
+    assert fused.defaults["fused"] is True
+    reference, initial = copy.deepcopy(model), copy.deepcopy(model)
+    loop = torch.optim.Adam(reference.model.generator.parameters(), **(fused.defaults | {"fused": None}))
+    for parameter, twin in zip(model.model.generator.parameters(), reference.model.generator.parameters(), strict=True):
+        parameter.grad = torch.randn_like(parameter)
+        twin.grad = parameter.grad.clone()
+    for _ in range(3):
+        fused.step()
+        loop.step()
+    for parameter, twin in zip(model.model.generator.parameters(), reference.model.generator.parameters(), strict=True):
+        torch.testing.assert_close(parameter, twin, rtol=1e-5, atol=1e-6)
+    moved = [
+        not torch.equal(p, q)
+        for p, q in zip(model.parameters(), initial.parameters(), strict=True)
+        if p.grad is not None
+    ]
+    assert moved and all(moved)
+    # a device fused Adam does not support falls back to the per-parameter loop
+    assert model.to("meta").configure_optimizers()[0][0].defaults["fused"] is None
+
+
 def test_training_updates_queue_and_statistics_only_in_training_step(tiny_digits, tmp_path):
     model = Squid(**TINY, n_critic=2, visualizer=False)
     queue = model.model.generator.inpainting.memory

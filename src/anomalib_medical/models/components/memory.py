@@ -50,6 +50,11 @@ def gumbel_shrinkage(logits: torch.Tensor, top_k: int | None, dim: int = -1) -> 
 def read_memory(query: torch.Tensor, slots: torch.Tensor, top_k: int | None) -> torch.Tensor:
     """Retrieve a convex combination of memory slots per position.
 
+    The products are batched over positions with the slots as the left factor, ``(P, M, D) @ (P, D, N)``, so
+    that both gradients of ``slots`` come out ``(P, M, D)``-contiguous; with the query on the left the first
+    one is a transposed view, and adding the two for a learned memory (``M * D`` in the millions) took longer
+    than the products themselves (SQUID's DigitAnatomy setting on CPU: 0.7 s of a 4.5 s training step).
+
     Args:
         query: Tensor of shape ``(N, P, D)``: ``N`` queries at each of ``P`` positions.
         slots: Tensor of shape ``(P, M, D)``: ``M`` slots per position.
@@ -59,8 +64,9 @@ def read_memory(query: torch.Tensor, slots: torch.Tensor, top_k: int | None) -> 
         Tensor of shape ``(N, P, D)``.
 
     """
-    weights = gumbel_shrinkage(torch.einsum("npd,pmd->npm", query, slots), top_k)
-    return torch.einsum("npm,pmd->npd", weights, slots)
+    query = query.transpose(0, 1)  # (P, N, D)
+    weights = gumbel_shrinkage(torch.bmm(slots, query.transpose(1, 2)), top_k, dim=1)  # (P, M, N)
+    return torch.bmm(weights.transpose(1, 2), slots).transpose(0, 1)
 
 
 def _uniform_slots(num_positions: int, num_slots: int, dim: int) -> torch.Tensor:
