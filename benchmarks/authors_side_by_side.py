@@ -6,6 +6,7 @@ Usage::
         --device cpu --threads 1 --warmup 3 --steps 6 --batches 10
     python benchmarks/authors_side_by_side.py --squid /path/to/SQUID --simsid /path/to/SimSID --config zhang \
         --device cuda
+    python benchmarks/authors_side_by_side.py --squid /path/to/SQUID --precision bf16-mixed   # ours in bf16
 
 ``--squid`` / ``--simsid`` are checkouts of github.com/tiangexiang/SQUID and github.com/MrGiovanni/SimSID; SimSID
 has no DigitAnatomy configuration, so it is measured with ``--config zhang`` only. The authors' networks are built
@@ -23,8 +24,10 @@ threads, steps of the two sides alternate (so that a change of the machine's loa
   batch) against our torch model's eval forward (``discriminator_scoring="per_image"``, score and anomaly map);
   median milliseconds per image at batch 1 and 16 over ``--batches`` batches after 2 warm-up batches.
 
-The speed-up column is ours / theirs (images/s) or theirs / ours (milliseconds). Nothing of the authors' code is
-in this repository; their modules are imported from the checkout.
+``--precision bf16-mixed`` runs our side under ``torch.autocast`` with bfloat16 (what Lightning's
+``precision="bf16-mixed"`` does to the training and predict steps); the authors' code has no mixed precision and
+stays in float32. The speed-up column is ours / theirs (images/s) or theirs / ours (milliseconds). Nothing of
+the authors' code is in this repository; their modules are imported from the checkout.
 """
 
 import argparse
@@ -242,6 +245,17 @@ def our_scoring(module: Any) -> Callable[[torch.Tensor], Any]:
     return torch.no_grad()(model)
 
 
+def in_bfloat16(run: Callable[..., Any], device: torch.device) -> Callable[..., Any]:
+    """``run`` under bfloat16 autocast on ``device``, as Lightning's ``precision="bf16-mixed"`` runs a step."""
+
+    @functools.wraps(run)
+    def autocast_run(*args: Any) -> Any:
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            return run(*args)
+
+    return autocast_run
+
+
 def measure(
     family: str, repository: Path, setting: dict[str, Any], options: argparse.Namespace
 ) -> list[tuple[str, float, float, str]]:
@@ -252,6 +266,8 @@ def measure(
     images = torch.rand(BATCH, 1, size, size, generator=torch.Generator().manual_seed(0)).to(device)
     theirs_images = images * 2 - 1 if family == "SimSID" else images  # SimSID's configuration normalises to [-1, 1]
     score_theirs, score_ours = authors_scoring(generator, discriminator, family), our_scoring(ours)
+    if options.precision == "bf16-mixed":
+        score_ours = in_bfloat16(score_ours, device)
     rows = []
     for batch in (1, BATCH):
         seconds = alternate(
@@ -264,6 +280,8 @@ def measure(
         rows.append((f"{family} inference, batch {batch}", theirs_ms, ours_ms, "ms/image"))
     step_theirs = authors_training_step(code, family, generator, discriminator, setting)
     step_ours = our_training_step(ours, device)
+    if options.precision == "bf16-mixed":
+        step_ours = in_bfloat16(step_ours, device)
     seconds = alternate(
         [lambda index: step_theirs(theirs_images, index), lambda index: step_ours(images, index)],
         warmup=options.warmup,
@@ -292,6 +310,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--config", choices=sorted(SETTINGS), default="digit", help="the authors' configuration")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    parser.add_argument(
+        "--precision", choices=["32", "bf16-mixed"], default="32", help="ours: float32, or bfloat16 autocast"
+    )
     parser.add_argument("--warmup", type=int, default=3, help="untimed training steps first")
     parser.add_argument("--steps", type=int, default=6, help="timed training steps")
     parser.add_argument("--batches", type=int, default=10, help="timed inference batches per batch size")
@@ -325,7 +346,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         rows += measure(family, options.repositories[family].resolve(), setting, options)
         print(f"{family}: {setting['source']}, {setting['image_size']} px, preset {setting['preset']}", flush=True)
     command = shlex.join(["python", *sys.argv])
-    print(machine_header(command) + f"  \ndevice: {options.device}")
+    print(machine_header(command) + f"  \ndevice: {options.device}, our precision: {options.precision}")
     if options.device == "cuda":
         print(f"GPU: {torch.cuda.get_device_name()}")
     print(format_table(rows))

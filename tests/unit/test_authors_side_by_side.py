@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "benchmarks"))
@@ -51,3 +52,12 @@ def test_table_gives_the_speed_up_of_ours_in_both_units():
     assert table[0].startswith("| measure | authors | ours |")
     assert table[2] == "| training | 2 | 3 | images/s | 1.50x |"
     assert table[3] == "| inference, batch 1 | 200 | 100 | ms/image | 2.00x |"
+
+
+def test_bf16_mixed_runs_ours_under_bfloat16_autocast(checkout):
+    assert side_by_side.parse_args(["--squid", str(checkout)]).precision == "32"
+    assert side_by_side.parse_args(["--squid", str(checkout), "--precision", "bf16-mixed"]).precision == "bf16-mixed"
+    layer = torch.nn.Linear(3, 2)
+    run = side_by_side.in_bfloat16(lambda x: layer(x), torch.device("cpu"))
+    assert run(torch.ones(1, 3)).dtype == torch.bfloat16
+    assert layer(torch.ones(1, 3)).dtype == torch.float32  # autocast ends with the call

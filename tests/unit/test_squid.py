@@ -243,6 +243,25 @@ def test_cpu_optimisers_are_fused_and_update_as_the_loop_does():
     assert model.to("meta").configure_optimizers()[0][0].defaults["fused"] is None
 
 
+def test_bf16_mixed_precision_trains_and_predicts(tiny_digits, tmp_path):
+    """Lightning's ``precision="bf16-mixed"`` (autocast around the manual-optimisation step) trains the fp32 weights."""
+    torch.manual_seed(0)
+    model = Squid(**TINY, visualizer=False)
+    before = copy.deepcopy(model.model.generator.state_dict())
+    engine = _engine(tmp_path, precision="bf16-mixed", enable_model_summary=False)
+    engine.fit(model, datamodule=tiny_digits)
+    losses = {name: value for name, value in engine.trainer.callback_metrics.items() if name.endswith("loss")}
+    assert {"generator_loss", "discriminator_loss"} <= set(losses)
+    assert all(torch.isfinite(value) for value in losses.values()), losses
+    after = model.model.generator.state_dict()
+    assert all(value.dtype == before[name].dtype for name, value in after.items())
+    assert any(not torch.equal(value, before[name]) for name, value in after.items() if value.is_floating_point())
+    predictions = engine.predict(model, dataloaders=tiny_digits.test_dataloader())
+    assert all(
+        torch.isfinite(batch.pred_score).all() and torch.isfinite(batch.anomaly_map).all() for batch in predictions
+    )
+
+
 def test_training_updates_queue_and_statistics_only_in_training_step(tiny_digits, tmp_path):
     model = Squid(**TINY, n_critic=2, visualizer=False)
     queue = model.model.generator.inpainting.memory
