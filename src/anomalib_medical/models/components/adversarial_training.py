@@ -85,7 +85,6 @@ class AdversarialInpaintingMixin(CheckedModuleMixin):
         min_lr_ratio: float,
         score_stats_images: int,
         score_statistics: ScoreStatistics = "recent",
-        eval_mode_queue: bool = False,
     ) -> None:
         """Set the losses and optimisation hyper-parameters (arguments documented by the host model).
 
@@ -123,7 +122,6 @@ class AdversarialInpaintingMixin(CheckedModuleMixin):
         self.min_lr_ratio = min_lr_ratio
         self.score_stats_images = score_stats_images
         self.score_statistics = score_statistics
-        self.eval_mode_queue = eval_mode_queue
         self.automatic_optimization = False
         self._recent_images: list[torch.Tensor] = []
         self._statistics_stale = False  # trained on images the score statistics have not seen
@@ -261,8 +259,6 @@ class AdversarialInpaintingMixin(CheckedModuleMixin):
         queued = self._queued_images()
         problems = []
         if queued and len(images) > queued:
-            if self.eval_mode_queue:
-                self._refill_queue_in_eval_mode(images[-queued:])
             images = images[:-queued]
         elif queued:
             problems.append(
@@ -281,22 +277,6 @@ class AdversarialInpaintingMixin(CheckedModuleMixin):
             message = " Also, ".join(problems)
             warnings.warn(f"{context}: {message}" if context else message[0].upper() + message[1:], stacklevel=2)
         self.model.set_score_statistics(self._gather(self._eval_raw_scores(images)))
-
-    @torch.no_grad()
-    def _refill_queue_in_eval_mode(self, images: torch.Tensor) -> None:
-        """Overwrite the memory queue with eval-mode features of the most recent training ``images`` (ours).
-
-        Training enqueues features computed in training mode (batch statistics, masked shortcut) while test
-        queries are computed in eval mode; refilled, the queue holds features of the same kind as the queries
-        it is compared with. The score statistics are then computed on older images, none of them queued.
-        """
-        memory = self.model.generator.inpainting.memory
-        training = self.model.training
-        self.model.eval()
-        queries = torch.cat([self.model.generator(chunk, teacher=False).memory_queries for chunk in images.split(32)])
-        memory.train()
-        memory.update(self._gather(queries))
-        self.model.train(training)
 
     def _eval_raw_scores(self, images: torch.Tensor) -> torch.Tensor:
         """Raw score components ``(N, 3)`` of channel-reduced images, the torch model in eval mode."""

@@ -99,9 +99,6 @@ class Squid(ModelInfoExportMixin, AdversarialInpaintingMixin, RadiographVisualiz
             features left the memory queue, ours) or ``first_images`` (the first ``score_stats_images`` of the
             training dataset in dataset order, augmented as training sees them: the authors', who use 201 for
             chest X-rays and 101 for DigitAnatomy).
-        eval_mode_queue: When the score statistics are computed (each epoch's end), first overwrite the memory
-            queue with eval-mode features of the most recent training images (ours; off by default, as the
-            authors keep the training-mode features the last steps enqueued).
         pre_processor: Pre-processor, or ``True`` for a resize to ``image_size``.
         post_processor: Post-processor, or ``True`` for the default.
         evaluator: Evaluator, or ``True`` for the default.
@@ -149,7 +146,6 @@ class Squid(ModelInfoExportMixin, AdversarialInpaintingMixin, RadiographVisualiz
         min_lr_ratio: float = 0.1,
         score_stats_images: int = 100,
         score_statistics: ScoreStatistics = "recent",
-        eval_mode_queue: bool = False,
         pre_processor: nn.Module | bool = True,
         post_processor: nn.Module | bool = True,
         evaluator: Evaluator | bool = True,
@@ -204,5 +200,4 @@ class Squid(ModelInfoExportMixin, AdversarialInpaintingMixin, RadiographVisualiz
             min_lr_ratio=min_lr_ratio,
             score_stats_images=score_stats_images,
             score_statistics=score_statistics,
-            eval_mode_queue=eval_mode_queue,
         )
