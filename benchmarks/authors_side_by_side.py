@@ -265,9 +265,10 @@ def measure(
     size = setting["image_size"]
     images = torch.rand(BATCH, 1, size, size, generator=torch.Generator().manual_seed(0)).to(device)
     theirs_images = images * 2 - 1 if family == "SimSID" else images  # SimSID's configuration normalises to [-1, 1]
+    precision = functools.partial(in_bfloat16, device=device) if options.precision == "bf16-mixed" else None
     score_theirs, score_ours = authors_scoring(generator, discriminator, family), our_scoring(ours)
-    if options.precision == "bf16-mixed":
-        score_ours = in_bfloat16(score_ours, device)
+    if precision:
+        score_ours = precision(score_ours)
     rows = []
     for batch in (1, BATCH):
         seconds = alternate(
@@ -280,8 +281,8 @@ def measure(
         rows.append((f"{family} inference, batch {batch}", theirs_ms, ours_ms, "ms/image"))
     step_theirs = authors_training_step(code, family, generator, discriminator, setting)
     step_ours = our_training_step(ours, device)
-    if options.precision == "bf16-mixed":
-        step_ours = in_bfloat16(step_ours, device)
+    if precision:
+        step_ours = precision(step_ours)
     seconds = alternate(
         [lambda index: step_theirs(theirs_images, index), lambda index: step_ours(images, index)],
         warmup=options.warmup,

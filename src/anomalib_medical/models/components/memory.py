@@ -52,8 +52,8 @@ def read_memory(query: torch.Tensor, slots: torch.Tensor, top_k: int | None) -> 
 
     The products are batched over positions with the slots as the left factor, ``(P, M, D) @ (P, D, N)``, so
     that both gradients of ``slots`` come out ``(P, M, D)``-contiguous; with the query on the left the first
-    one is a transposed view, and adding the two for a learned memory (``M * D`` in the millions) took longer
-    than the products themselves (SQUID's DigitAnatomy setting on CPU: 0.7 s of a 4.5 s training step).
+    one is a transposed view, and adding the two walks it with strided reads (SQUID's DigitAnatomy decoder
+    memory on CPU, 29.5 M slots: 0.47 s for that addition; the block's forward and backward 0.44 s -> 0.31 s).
 
     Args:
         query: Tensor of shape ``(N, P, D)``: ``N`` queries at each of ``P`` positions.
