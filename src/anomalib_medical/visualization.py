@@ -44,6 +44,9 @@ if TYPE_CHECKING:
 
 # Extra batch fields drawn as panels after anomalib's, with their titles (see the module docstring).
 RECONSTRUCTION_PANELS = {"reconstruction": "Reconstruction", "teacher_reconstruction": "Teacher Reconstruction"}
+# zlib level of the saved PNGs (Pillow's default is 6). A 1536 x 256 six-panel picture: 16 ms and 91 KiB at
+# level 1 against 31 ms and 72 KiB at 6; the main job saves 500 of them (about 15 s at level 6 on a slow core).
+PNG_COMPRESS_LEVEL = 1
 
 
 class RadiographVisualizer(ImageVisualizer):
@@ -82,7 +85,7 @@ class RadiographVisualizer(ImageVisualizer):
                     dataset_name=getattr(datamodule, "name", None),
                     category=getattr(datamodule, "category", None),
                 )
-                picture.save(filename.with_name(f"{filename.name}.png"))
+                picture.save(filename.with_name(f"{filename.name}.png"), compress_level=PNG_COMPRESS_LEVEL)
             return
         reconstructions = {
             title: value
@@ -103,7 +106,7 @@ class RadiographVisualizer(ImageVisualizer):
                 )
                 if filename.suffix.lower() in DICOM_SUFFIXES:  # Pillow cannot write DICOM: scan.dcm -> scan.dcm.png
                     filename = filename.with_name(f"{filename.name}.png")
-                picture.save(filename)
+                picture.save(filename, compress_level=PNG_COMPRESS_LEVEL)  # other formats ignore it
 
     def _item_options(self) -> dict[str, Any]:
         """Keyword arguments of anomalib's ``visualize_image_item`` from this visualiser's settings."""

@@ -99,3 +99,25 @@ def test_visualiser_draws_the_reconstruction_panels(tmp_path):
         widths[name] = Image.open(written).width
     panel = model.visualizer.field_size[0]
     assert widths["with_reconstructions"] == widths["plain"] + 2 * panel  # student and teacher panels
+
+
+def _zlib_level_of_png(path) -> int:
+    """FLEVEL of the zlib stream in a PNG's first IDAT chunk: 0 fastest, 1 fast, 2 default, 3 maximum."""
+    data = path.read_bytes()
+    start = data.index(b"IDAT") + 4
+    return data[start + 1] >> 6
+
+
+def test_visualiser_saves_pngs_with_fast_compression(tmp_path):
+    model = Squid(**TINY, evaluator=False).eval()
+    model.visualizer.output_dir = tmp_path
+    batch = ImageBatch(image=torch.rand(1, 3, 24, 24), image_path=[str(tmp_path / "missing.png")])
+    with torch.no_grad():
+        batch = model.test_step(batch, 0)
+    trainer = SimpleNamespace(default_root_dir=tmp_path, datamodule=None)
+    model.visualizer.on_test_batch_end(trainer, model, batch, batch, 0)
+    (written,) = tmp_path.rglob("*.png")
+    assert _zlib_level_of_png(written) == 0
+    default = tmp_path / "default.png"
+    Image.open(written).save(default)  # Pillow's default level, as anomalib's visualiser saves
+    assert _zlib_level_of_png(default) == 2
