@@ -11,7 +11,7 @@ from anomalib.data import InferenceBatch
 from anomalib.engine import Engine
 from lightning.pytorch import Callback
 
-from anomalib_medical.models import Squid
+from anomalib_medical.models import SimSID, Squid
 from anomalib_medical.models.components.detector import SCORE_WEIGHTS
 from anomalib_medical.models.components.generator import GeneratorOutput
 from anomalib_medical.models.squid import SquidModel
@@ -101,8 +101,9 @@ def test_generator_and_discriminator_losses_reach_all_parameters():
         assert parameter.grad is not None, name
 
 
-def test_teacher_does_not_train_the_encoder():
-    lightning = Squid(**TINY, evaluator=False, visualizer=False)
+@pytest.mark.parametrize("model_class", [Squid, SimSID])
+def test_teacher_does_not_train_the_encoder(model_class):
+    lightning = model_class(**TINY, evaluator=False, visualizer=False)
     model = lightning.model.train()
     out = model(torch.rand(2, 3, 24, 24))
     torch.nn.functional.mse_loss(out.teacher_reconstruction, out.image).backward()
@@ -110,8 +111,9 @@ def test_teacher_does_not_train_the_encoder():
     assert any(parameter.grad is not None for parameter in model.generator.teacher.parameters())
 
 
-def test_teacher_trains_the_encoder_when_asked():
-    lightning = Squid(**TINY, teacher_trains_encoder=True, evaluator=False, visualizer=False)
+@pytest.mark.parametrize("model_class", [Squid, SimSID])
+def test_teacher_trains_the_encoder_when_asked(model_class):
+    lightning = model_class(**TINY, teacher_trains_encoder=True, evaluator=False, visualizer=False)
     model = lightning.model.train()
     out = model(torch.rand(2, 3, 24, 24))
     torch.nn.functional.mse_loss(out.teacher_reconstruction, out.image).backward()

@@ -73,6 +73,8 @@ class SimSID(ModelInfoExportMixin, AdversarialInpaintingMixin, RadiographVisuali
             layer (the authors' ``use_inpaint``: on for CheXpert and DigitAnatomy, off for ZhangLab, where each
             patch is replaced by its own memory read-out).
         distillation: Use the teacher decoder and the distillation losses.
+        teacher_trains_encoder: Let the teacher's reconstruction and distillation losses train the encoder (ours; the
+            authors' teacher reads detached features, as in SQUID: see Squid's README).
         backbone: Optional timm backbone replacing the basic encoder.
         pretrained: Load pretrained backbone weights.
         activation: Output normalisation: ``tanh`` (``[-1, 1]``) or ``sigmoid`` (``[0, 1]``).
@@ -131,6 +133,7 @@ class SimSID(ModelInfoExportMixin, AdversarialInpaintingMixin, RadiographVisuali
         dropout: float = 0.0,
         neighbour_attention: bool = False,
         distillation: bool = True,
+        teacher_trains_encoder: bool = False,
         backbone: str | None = None,
         pretrained: bool = False,
         activation: OutputActivation = "tanh",
@@ -187,6 +190,7 @@ class SimSID(ModelInfoExportMixin, AdversarialInpaintingMixin, RadiographVisuali
             dropout=dropout,
             neighbour_attention=neighbour_attention,
             distillation=distillation,
+            teacher_trains_encoder=teacher_trains_encoder,
             backbone=backbone,
             pretrained=pretrained,
             activation=activation,

@@ -55,6 +55,7 @@ class SimSIDModel(InpaintingDetector):
             layer (the authors' ``use_inpaint``: on for CheXpert and DigitAnatomy, off for ZhangLab, where each
             patch is replaced by its own memory read-out).
         distillation: Use the teacher decoder and the distillation losses.
+        teacher_trains_encoder: Let the teacher's losses train the encoder too (ours; the authors detach its input).
         backbone: Optional timm backbone replacing the basic encoder.
         pretrained: Load pretrained backbone weights.
         activation: ``"tanh"`` (images in ``[-1, 1]``, the authors' chest X-ray setting) or ``"sigmoid"``.
@@ -91,6 +92,7 @@ class SimSIDModel(InpaintingDetector):
         dropout: float = 0.0,
         neighbour_attention: bool = False,
         distillation: bool = True,
+        teacher_trains_encoder: bool = False,
         backbone: str | None = None,
         pretrained: bool = False,
         activation: OutputActivation = "tanh",
@@ -121,6 +123,7 @@ class SimSIDModel(InpaintingDetector):
             dropout=dropout,
             neighbour_attention=neighbour_attention,
             distillation=distillation,
+            teacher_trains_encoder=teacher_trains_encoder,
             backbone=backbone,
             pretrained=pretrained,
             activation=activation,
