@@ -1,5 +1,6 @@
 """Squid/SimSID reconstructions on test batches: the visualiser's extra panels and the reconstruction metrics."""
 
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -81,21 +82,27 @@ def test_test_step_adds_reconstructions_only_when_read(model_class):
     assert torch.equal(batch.anomaly_map, plain.anomaly_map)
 
 
+def _visualise_one_image(model: Squid, out_dir: Path, reconstructions: bool = True) -> Path:
+    """Run the model's visualiser on one random test image saved to ``out_dir``; return the picture it wrote."""
+    out_dir.mkdir()
+    model.visualizer.output_dir = out_dir
+    batch = ImageBatch(image=torch.rand(1, 3, 24, 24), image_path=[str(out_dir / "missing.png")])
+    with torch.no_grad():
+        batch = model.test_step(batch, 0)
+    if not reconstructions:
+        batch.reconstruction = batch.teacher_reconstruction = None
+    trainer = SimpleNamespace(default_root_dir=out_dir, datamodule=None)
+    model.visualizer.on_test_batch_end(trainer, model, batch, batch, 0)
+    (written,) = out_dir.rglob("*.png")
+    return written
+
+
 def test_visualiser_draws_the_reconstruction_panels(tmp_path):
     model = Squid(**TINY, evaluator=False).eval()
     assert isinstance(model.visualizer, RadiographVisualizer)
-    trainer = SimpleNamespace(default_root_dir=tmp_path, datamodule=None)
     widths = {}
     for name in ("plain", "with_reconstructions"):
-        model.visualizer.output_dir = tmp_path / name
-        model.visualizer.output_dir.mkdir()
-        batch = ImageBatch(image=torch.rand(1, 3, 24, 24), image_path=[str(tmp_path / "missing.png")])
-        with torch.no_grad():
-            batch = model.test_step(batch, 0)
-        if name == "plain":
-            batch.reconstruction = batch.teacher_reconstruction = None
-        model.visualizer.on_test_batch_end(trainer, model, batch, batch, 0)
-        (written,) = (tmp_path / name).rglob("*.png")
+        written = _visualise_one_image(model, tmp_path / name, reconstructions=name == "with_reconstructions")
         widths[name] = Image.open(written).width
     panel = model.visualizer.field_size[0]
     assert widths["with_reconstructions"] == widths["plain"] + 2 * panel  # student and teacher panels
@@ -109,14 +116,7 @@ def _zlib_level_of_png(path) -> int:
 
 
 def test_visualiser_saves_pngs_with_fast_compression(tmp_path):
-    model = Squid(**TINY, evaluator=False).eval()
-    model.visualizer.output_dir = tmp_path
-    batch = ImageBatch(image=torch.rand(1, 3, 24, 24), image_path=[str(tmp_path / "missing.png")])
-    with torch.no_grad():
-        batch = model.test_step(batch, 0)
-    trainer = SimpleNamespace(default_root_dir=tmp_path, datamodule=None)
-    model.visualizer.on_test_batch_end(trainer, model, batch, batch, 0)
-    (written,) = tmp_path.rglob("*.png")
+    written = _visualise_one_image(Squid(**TINY, evaluator=False).eval(), tmp_path / "pictures")
     assert _zlib_level_of_png(written) == 0
     default = tmp_path / "default.png"
     Image.open(written).save(default)  # Pillow's default level, as anomalib's visualiser saves
