@@ -164,6 +164,18 @@ def test_patches_round_trip_and_order():
     torch.testing.assert_close(patches_to_image(patches, grid=3), image)
 
 
+def test_patches_keep_a_channels_last_layout_and_its_values():
+    image = torch.randn(2, 3, 6, 6)
+    channels_last = image.contiguous(memory_format=torch.channels_last)
+    patches = image_to_patches(channels_last, grid=3)
+    assert patches.is_contiguous(memory_format=torch.channels_last) and not patches.is_contiguous()
+    assert torch.equal(patches, image_to_patches(image, grid=3))
+    merged = patches_to_image(patches, grid=3)
+    assert merged.is_contiguous(memory_format=torch.channels_last) and not merged.is_contiguous()
+    assert torch.equal(merged, image)
+    assert image_to_patches(image, grid=3).is_contiguous()  # the default layout stays the default
+
+
 def test_grid_neighbours_zero_padded():
     features = torch.arange(1.0, 10.0).reshape(1, 9, 1)  # 3x3 grid holding 1..9
     neighbours = grid_neighbours(features, grid=3)[0, :, :, 0]

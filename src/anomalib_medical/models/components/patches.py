@@ -2,7 +2,10 @@
 
 Patches are ordered row-major inside each image and image-major across the batch: patch ``p`` of
 image ``b`` sits at index ``b * grid**2 + p`` with ``p = row * grid + col``. All functions are pure
-reshapes/slices, so they trace and export without data-dependent control flow.
+reshapes/slices, so they trace and export without data-dependent control flow. The two reshaping functions keep a
+channels-last input channels-last (the layout of CPU training, see ``AdversarialTrainingMixin.setup``): the
+rearrangement is then one copy in that layout, not a copy to the default layout followed by another back for the
+next convolution.
 """
 
 import torch
@@ -12,6 +15,11 @@ from torch.nn import functional as F
 NEIGHBOUR_OFFSETS: tuple[tuple[int, int], ...] = tuple(
     (dr, dc) for dr in (-1, 0, 1) for dc in (-1, 0, 1) if (dr, dc) != (0, 0)
 )
+
+
+def is_channels_last(tensor: torch.Tensor) -> bool:
+    """Whether a 4-D tensor is laid out channels-last and not also in the default layout (e.g. one channel)."""
+    return tensor.is_contiguous(memory_format=torch.channels_last) and not tensor.is_contiguous()
 
 
 def image_to_patches(image: torch.Tensor, grid: int) -> torch.Tensor:
@@ -27,6 +35,10 @@ def image_to_patches(image: torch.Tensor, grid: int) -> torch.Tensor:
     """
     batch, channels, height, width = image.shape
     patch_h, patch_w = height // grid, width // grid
+    if is_channels_last(image):
+        patches = image.permute(0, 2, 3, 1).reshape(batch, grid, patch_h, grid, patch_w, channels)
+        patches = patches.permute(0, 1, 3, 2, 4, 5).reshape(batch * grid * grid, patch_h, patch_w, channels)
+        return patches.permute(0, 3, 1, 2)
     patches = image.reshape(batch, channels, grid, patch_h, grid, patch_w)
     return patches.permute(0, 2, 4, 1, 3, 5).reshape(batch * grid * grid, channels, patch_h, patch_w)
 
@@ -43,6 +55,10 @@ def patches_to_image(patches: torch.Tensor, grid: int) -> torch.Tensor:
 
     """
     _, channels, patch_h, patch_w = patches.shape
+    if is_channels_last(patches):
+        image = patches.permute(0, 2, 3, 1).reshape(-1, grid, grid, patch_h, patch_w, channels)
+        image = image.permute(0, 1, 3, 2, 4, 5).reshape(-1, grid * patch_h, grid * patch_w, channels)
+        return image.permute(0, 3, 1, 2)
     image = patches.reshape(-1, grid, grid, channels, patch_h, patch_w)
     return image.permute(0, 3, 1, 4, 2, 5).reshape(-1, channels, grid * patch_h, grid * patch_w)
 
