@@ -7,6 +7,7 @@ Usage::
     python benchmarks/authors_side_by_side.py --squid /path/to/SQUID --simsid /path/to/SimSID --config zhang \
         --device cuda
     python benchmarks/authors_side_by_side.py --squid /path/to/SQUID --precision bf16-mixed   # ours in bf16
+    python benchmarks/authors_side_by_side.py --squid /path/to/SQUID --device cuda --compile   # ours compiled
 
 ``--squid`` / ``--simsid`` are checkouts of github.com/tiangexiang/SQUID and github.com/MrGiovanni/SimSID; SimSID
 has no DigitAnatomy configuration, so it is measured with ``--config zhang`` only. The authors' networks are built
@@ -24,6 +25,8 @@ threads, steps of the two sides alternate (so that a change of the machine's loa
   batch) against our torch model's eval forward (``discriminator_scoring="per_image"``, score and anomaly map);
   median milliseconds per image at batch 1 and 16 over ``--batches`` batches after 2 warm-up batches.
 
+``--compile`` compiles our side with ``torch.compile`` (``nn.Module.compile``: the generator and the discriminator for
+training, the whole eval model for inference); the compilation runs in the warm-up steps and batches, untimed.
 ``--precision bf16-mixed`` runs our side under ``torch.autocast`` with bfloat16 (what Lightning's
 ``precision="bf16-mixed"`` does to the training and predict steps); the authors' code has no mixed precision and
 stays in float32. The speed-up column is ours / theirs (images/s) or theirs / ours (milliseconds). Nothing of
@@ -239,10 +242,18 @@ def authors_scoring(generator: nn.Module, discriminator: nn.Module, family: str)
     return score
 
 
-def our_scoring(module: Any) -> Callable[[torch.Tensor], Any]:
-    """Our torch model's eval forward (score and anomaly map)."""
+def our_scoring(module: Any, compile_model: bool = False) -> Callable[[torch.Tensor], Any]:
+    """Our torch model's eval forward (score and anomaly map), compiled with ``torch.compile`` if asked."""
     model = copy.deepcopy(module.model).eval()
+    if compile_model:
+        model.compile()
     return torch.no_grad()(model)
+
+
+def compile_for_training(module: Any) -> None:
+    """Compile the two networks our ``training_step`` calls (in place: the state-dict keys stay the same)."""
+    module.model.generator.compile()
+    module.model.discriminator.compile()
 
 
 def in_bfloat16(run: Callable[..., Any], device: torch.device) -> Callable[..., Any]:
@@ -266,7 +277,8 @@ def measure(
     images = torch.rand(BATCH, 1, size, size, generator=torch.Generator().manual_seed(0)).to(device)
     theirs_images = images * 2 - 1 if family == "SimSID" else images  # SimSID's configuration normalises to [-1, 1]
     precision = functools.partial(in_bfloat16, device=device) if options.precision == "bf16-mixed" else None
-    score_theirs, score_ours = authors_scoring(generator, discriminator, family), our_scoring(ours)
+    score_theirs = authors_scoring(generator, discriminator, family)
+    score_ours = our_scoring(ours, compile_model=options.compile)
     if precision:
         score_ours = precision(score_ours)
     rows = []
@@ -281,6 +293,8 @@ def measure(
         rows.append((f"{family} inference, batch {batch}", theirs_ms, ours_ms, "ms/image"))
     step_theirs = authors_training_step(code, family, generator, discriminator, setting)
     step_ours = our_training_step(ours, device)
+    if options.compile:
+        compile_for_training(ours)
     if precision:
         step_ours = precision(step_ours)
     seconds = alternate(
@@ -314,6 +328,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--precision", choices=["32", "bf16-mixed"], default="32", help="ours: float32, or bfloat16 autocast"
     )
+    parser.add_argument("--compile", action="store_true", help="ours: compiled with torch.compile")
     parser.add_argument("--warmup", type=int, default=3, help="untimed training steps first")
     parser.add_argument("--steps", type=int, default=6, help="timed training steps")
     parser.add_argument("--batches", type=int, default=10, help="timed inference batches per batch size")
@@ -328,6 +343,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         n_critic = SETTINGS[options.config][family]["n_critic"]
         if options.steps < 1 or options.steps % n_critic:
             parser.error(f"--steps {options.steps} must be a positive multiple of n_critic={n_critic} ({family})")
+        if options.compile and options.warmup < n_critic:
+            parser.error(f"--compile needs --warmup >= n_critic={n_critic} ({family}): compiling stays untimed")
     if options.threads < 1 or options.warmup < 0 or options.batches < 1:
         parser.error("--threads and --batches must be >= 1, --warmup >= 0")
     if options.device == "cuda" and not torch.cuda.is_available():
@@ -347,7 +364,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         rows += measure(family, options.repositories[family].resolve(), setting, options)
         print(f"{family}: {setting['source']}, {setting['image_size']} px, preset {setting['preset']}", flush=True)
     command = shlex.join(["python", *sys.argv])
-    print(machine_header(command) + f"  \ndevice: {options.device}, our precision: {options.precision}")
+    compiled = ", torch.compile" if options.compile else ""
+    print(machine_header(command) + f"  \ndevice: {options.device}, our precision: {options.precision}{compiled}")
     if options.device == "cuda":
         print(f"GPU: {torch.cuda.get_device_name()}")
     print(format_table(rows))

@@ -61,3 +61,22 @@ def test_bf16_mixed_runs_ours_under_bfloat16_autocast(checkout):
     run = side_by_side.in_bfloat16(lambda x: layer(x), torch.device("cpu"))
     assert run(torch.ones(1, 3)).dtype == torch.bfloat16
     assert layer(torch.ones(1, 3)).dtype == torch.float32  # autocast ends with the call
+
+
+def test_compile_compiles_ours_in_place_and_keeps_its_warm_up_untimed(checkout, capsys):
+    assert not side_by_side.parse_args(["--squid", str(checkout)]).compile
+    assert side_by_side.parse_args(["--squid", str(checkout), "--compile", "--warmup", "1"]).compile
+    with pytest.raises(SystemExit):
+        side_by_side.parse_args(["--squid", str(checkout), "--config", "zhang", "--compile", "--warmup", "1"])
+    assert "--compile needs --warmup >= n_critic=2" in capsys.readouterr().err
+    module = torch.nn.Module()
+    module.model = torch.nn.Module()
+    module.model.generator, module.model.discriminator = torch.nn.Linear(2, 2), torch.nn.Linear(2, 1)
+    keys = set(module.state_dict())
+    side_by_side.compile_for_training(module)
+    assert module.model.generator._compiled_call_impl is not None
+    assert module.model.discriminator._compiled_call_impl is not None
+    assert set(module.state_dict()) == keys
+    scoring = side_by_side.our_scoring(module, compile_model=True)
+    assert scoring.__wrapped__._compiled_call_impl is not None
+    assert not scoring.__wrapped__.training
