@@ -3,7 +3,7 @@
 Patches are ordered row-major inside each image and image-major across the batch: patch ``p`` of
 image ``b`` sits at index ``b * grid**2 + p`` with ``p = row * grid + col``. All functions are pure
 reshapes/slices, so they trace and export without data-dependent control flow. The two reshaping functions keep a
-channels-last input channels-last (the layout of CPU training, see ``AdversarialTrainingMixin.setup``): the
+channels-last input channels-last (the layout of CPU training, see ``AdversarialInpaintingMixin.setup``): the
 rearrangement is then one copy in that layout, not a copy to the default layout followed by another back for the
 next convolution.
 """
