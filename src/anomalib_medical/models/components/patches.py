@@ -17,7 +17,7 @@ NEIGHBOUR_OFFSETS: tuple[tuple[int, int], ...] = tuple(
 )
 
 
-def is_channels_last(tensor: torch.Tensor) -> bool:
+def _is_channels_last(tensor: torch.Tensor) -> bool:
     """Whether a 4-D tensor is laid out channels-last and not also in the default layout (e.g. one channel)."""
     return tensor.is_contiguous(memory_format=torch.channels_last) and not tensor.is_contiguous()
 
@@ -35,7 +35,7 @@ def image_to_patches(image: torch.Tensor, grid: int) -> torch.Tensor:
     """
     batch, channels, height, width = image.shape
     patch_h, patch_w = height // grid, width // grid
-    if is_channels_last(image):
+    if _is_channels_last(image):
         patches = image.permute(0, 2, 3, 1).reshape(batch, grid, patch_h, grid, patch_w, channels)
         patches = patches.permute(0, 1, 3, 2, 4, 5).reshape(batch * grid * grid, patch_h, patch_w, channels)
         return patches.permute(0, 3, 1, 2)
@@ -55,7 +55,7 @@ def patches_to_image(patches: torch.Tensor, grid: int) -> torch.Tensor:
 
     """
     _, channels, patch_h, patch_w = patches.shape
-    if is_channels_last(patches):
+    if _is_channels_last(patches):
         image = patches.permute(0, 2, 3, 1).reshape(-1, grid, grid, patch_h, patch_w, channels)
         image = image.permute(0, 1, 3, 2, 4, 5).reshape(-1, grid * patch_h, grid * patch_w, channels)
         return image.permute(0, 3, 1, 2)
