@@ -84,6 +84,40 @@ def test_openvino_raw_outputs_match_torch(trained, tmp_path):
     _assert_relative_close(actual["anomaly_map"], expected.anomaly_map.numpy())
 
 
+def test_openvino_raw_outputs_match_torch_with_a_feature_bank(trained, tmp_path):
+    """The bank is a buffer baked into the graph: the exported feature residual is the bank distance.
+
+    The score is the feature residual alone, so that the comparison is of the bank's part of the graph.
+    """
+    _, _, datamodule = trained
+    torch.manual_seed(0)
+    model = Squid(
+        **TINY | {"anomaly_map_type": "feature", "score_type": "residual_feature"},
+        feature_residual="bank",
+        feature_bank_images=16,
+        score_stats_images=6,
+        visualizer=False,
+    )
+    Engine(
+        max_epochs=1,
+        logger=False,
+        default_root_dir=tmp_path / "results",
+        enable_progress_bar=False,
+        accelerator="cpu",
+        devices=1,
+    ).fit(model, datamodule=datamodule)
+    model.eval()
+    model.post_processor = None
+    inferencer = OpenVINOInferencer(model.to_openvino(tmp_path, onnx_kwargs=ONNX_KWARGS), device="CPU", config=FP32)
+    image = torch.rand(5, 3, 24, 24)
+    with torch.no_grad():
+        expected = model(image)
+    outputs = inferencer.model(image.numpy())
+    actual = {output.any_name: outputs[output] for output in inferencer.model.outputs}
+    _assert_relative_close(actual["pred_score"], expected.pred_score.numpy())
+    _assert_relative_close(actual["anomaly_map"], expected.anomaly_map.numpy())
+
+
 def test_engine_export_openvino_post_processed_parity(trained, tmp_path):
     model, engine, datamodule = trained
     path = engine.export(model, ExportType.OPENVINO, export_root=tmp_path, onnx_kwargs=ONNX_KWARGS)

@@ -5,6 +5,7 @@ import torch
 
 from anomalib_medical.models.components import (
     DecoderMemoryBlock,
+    FeatureBank,
     MaskedShortcut,
     MemoryMatrix,
     MemoryQueue,
@@ -191,3 +192,16 @@ def test_memory_queue_nearest_distance_is_per_position_cosine():
     distance = queue.nearest_distance(query)
     expected = torch.tensor([[0.0, 2.0], [1 - 2**-0.5, 1.0]])
     torch.testing.assert_close(distance, expected)
+
+
+def test_feature_bank_keeps_the_last_images_or_repeats_fewer():
+    bank = FeatureBank(num_positions=2, num_slots=3, dim=4)
+    assert "slots" in bank.state_dict()
+    features = torch.randn(5, 2, 4)
+    bank.fill(features)
+    torch.testing.assert_close(bank.slots, features[2:].transpose(0, 1))
+    bank.fill(features[:2])  # fewer images than slots: repeated, so every slot holds a real feature
+    torch.testing.assert_close(bank.slots, features[[0, 1, 0]].transpose(0, 1))
+    torch.testing.assert_close(bank.nearest_distance(features[:2]), torch.zeros(2, 2), atol=1e-6, rtol=0)
+    with pytest.raises(ValueError, match="at least one image"):
+        bank.fill(features[:0])

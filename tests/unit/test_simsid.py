@@ -274,6 +274,28 @@ def test_training_changes_memories_and_statistics_only_in_training_step(tiny_dig
         torch.testing.assert_close(value, state[name], msg=name)
 
 
+def test_feature_bank_with_the_learned_memory(tiny_digits, tmp_path):
+    """SimSID's memory is no queue: only the bank's images are kept out of the score statistics."""
+    model = SimSID(
+        **TINY,
+        feature_residual="bank",
+        feature_bank_images=20,
+        score_type="residual",
+        score_stats_images=8,
+        visualizer=False,
+    )
+    _engine(tmp_path).fit(model, datamodule=tiny_digits)
+    bank = model.model.feature_bank
+    assert bank.slots.shape == (9, 20, model.model.generator.bottleneck_dim)
+    assert bool(bank.slots.abs().sum(dim=-1).gt(0).all())  # every slot holds a training image's features
+    image = torch.rand(2, 1, 24, 24)
+    model.model.eval()
+    with torch.no_grad():
+        raw, _ = model.model.raw_scores(image)
+        distance = bank.nearest_distance(model.model.generator.bottleneck_features(image))
+    torch.testing.assert_close(raw[:, 2], distance.amax(dim=1))
+
+
 def test_queue_ablation_enqueues_in_the_training_step(tiny_digits, tmp_path):
     model = SimSID(**TINY, memory_type="queue", n_critic=2, visualizer=False)
     queue = model.model.generator.inpainting.memory

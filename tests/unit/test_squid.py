@@ -183,6 +183,8 @@ def test_set_score_statistics():
         ({"decoder_memory": ("position", "position")}, "merged"),
         ({"skip_ops": ("concat",)}, "one entry per level"),
         ({"score_type": "best"}, "score_type"),
+        ({"feature_residual": "bank", "feature_bank_images": 0}, "feature_bank_images"),
+        ({"feature_residual": "queue"}, "feature_residual"),
     ],
 )
 def test_invalid_configurations(kwargs, match):
@@ -344,6 +346,54 @@ def test_score_statistics_warn_when_the_epoch_is_shorter_than_the_queue(tiny_dig
     with pytest.warns(UserWarning, match="not longer than the memory queue"):
         _engine(tmp_path).fit(model, datamodule=tiny_digits)
     torch.testing.assert_close(torch.cat(scored), torch.cat(remembered)[-10:], rtol=0, atol=0)
+
+
+def test_feature_bank_holds_eval_features_of_the_last_images_and_statistics_skip_them(tiny_digits, tmp_path):
+    """The bank takes the last ``feature_bank_images`` images; the statistics come from images before them."""
+    model = Squid(
+        **TINY,
+        n_critic=2,
+        feature_residual="bank",
+        feature_bank_images=16,
+        score_type="residual_feature",
+        anomaly_map_type="feature",
+        score_stats_images=10,
+        visualizer=False,
+    )
+    remembered, scored = _spy_on_score_statistics(model)
+    engine = _engine(tmp_path)
+    engine.fit(model, datamodule=tiny_digits)
+    seen = torch.cat(remembered)
+    assert len(seen) == 32
+    # the queue may hold the last 12 images, the bank the last 16: the statistics skip the longer of the two
+    torch.testing.assert_close(torch.cat(scored), seen[:-16][-10:], rtol=0, atol=0)
+    detector = model.model.eval()
+    with torch.no_grad():
+        bank_features = detector.generator.bottleneck_features(seen[-16:])
+        torch.testing.assert_close(detector.feature_bank.slots, bank_features.transpose(0, 1))
+        # the feature residual is each patch's distance to the bank, not to the queue
+        raw, anomaly_map = detector.raw_scores(seen[:4])
+        distance = detector.feature_bank.nearest_distance(detector.generator.bottleneck_features(seen[:4]))
+    torch.testing.assert_close(raw[:, 2], distance.amax(dim=1))
+    torch.testing.assert_close(anomaly_map[:, 0, ::8, ::8].reshape(4, 9), distance)
+    # a bank image is its own nearest neighbour
+    assert float(detector.feature_bank.nearest_distance(bank_features).max()) < 1e-5
+
+    path = tmp_path / "bank.ckpt"
+    engine.trainer.save_checkpoint(path)
+    restored = Squid.load_from_checkpoint(path, visualizer=False)
+    torch.testing.assert_close(restored.model.feature_bank.slots, detector.feature_bank.slots)
+
+
+def test_feature_bank_warns_when_the_epoch_is_not_longer_than_the_bank(tiny_digits, tmp_path):
+    model = Squid(**TINY, feature_residual="bank", feature_bank_images=40, score_stats_images=10, visualizer=False)
+    with pytest.warns(UserWarning, match="not more than the feature bank holds"):
+        _engine(tmp_path).fit(model, datamodule=tiny_digits)
+
+
+def test_feature_bank_needs_recent_statistics():
+    with pytest.raises(ValueError, match="score_statistics='recent'"):
+        Squid(**TINY, feature_residual="bank", score_statistics="first_images", visualizer=False)
 
 
 class _ConvFormatProbe(Callback):

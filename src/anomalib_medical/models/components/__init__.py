@@ -5,6 +5,7 @@ from .discriminator import ImageDiscriminator
 from .inpainting import InpaintingBlock, NeighbourAttention, binary_position_code
 from .memory import (
     DecoderMemoryBlock,
+    FeatureBank,
     MaskedShortcut,
     MemoryMatrix,
     MemoryQueue,
@@ -19,6 +20,7 @@ __all__ = [
     "ConvEncoder",
     "ConvNormGELU",
     "DecoderMemoryBlock",
+    "FeatureBank",
     "ImageDiscriminator",
     "InpaintingBlock",
     "MaskedShortcut",

@@ -10,10 +10,13 @@ model's buffers (gathered over processes), so that test-time scores are standard
 images (the papers' anomaly score A). With a queue, those images are taken from before the images whose
 features the queue still holds: an image's distance to a queue holding its own feature is about zero, so
 the memory-distance statistics would come out far too small and that component would swamp a sum of
-components. Training that stops before the end of an epoch (``max_steps``, ``max_time``, a callback's stop)
-gets its statistics from the images seen so far, before the validation that follows (its thresholds must see
-standardised scores) and at the latest at the end of the epoch (before the epoch's checkpoint), with a warning
-when they are fewer than ``score_stats_images``. A fit that ends with the statistics never computed warns.
+components. With ``feature_residual="bank"`` the feature bank is filled first, with the eval-mode bottleneck
+features of the last ``feature_bank_images`` training images, and the statistics images are taken from before
+those, for the same reason. Training that stops before the end of an epoch (``max_steps``, ``max_time``, a
+callback's stop) gets its statistics from the images seen so far, before the validation that follows (its
+thresholds must see standardised scores) and at the latest at the end of the epoch (before the epoch's
+checkpoint), with a warning when they are fewer than ``score_stats_images``. A fit that ends with the statistics
+never computed warns.
 
 ``score_statistics="first_images"`` takes the authors' statistics instead (their ``GanAlert.collect``): the first
 ``score_stats_images`` images of the training dataset in dataset order, each as the training loader delivers it
@@ -109,6 +112,12 @@ class AdversarialInpaintingMixin(CheckedModuleMixin):
         check_number("score_stats_images", score_stats_images, 2, integer=True)  # a standard deviation needs 2
         if score_statistics not in {"recent", "first_images"}:
             msg = f"Unknown score_statistics {score_statistics!r}; expected 'recent' or 'first_images'."
+            raise ValueError(msg)
+        if score_statistics == "first_images" and self.model.feature_bank is not None:
+            msg = (
+                "feature_residual='bank' fills its bank with recent training images, which "
+                "score_statistics='first_images' does not keep: use score_statistics='recent'."
+            )
             raise ValueError(msg)
         self.generator_loss = InpaintingGeneratorLoss(
             reconstruction_weight, teacher_weight, distillation_weight, adversarial_weight
@@ -230,13 +239,18 @@ class AdversarialInpaintingMixin(CheckedModuleMixin):
         memory = self.model.generator.inpainting.memory
         return memory.num_slots * self.n_critic if isinstance(memory, MemoryQueue) else 0
 
+    def _bank_images(self) -> int:
+        """How many of the most recent training images the feature bank takes its features from (0 without one)."""
+        bank = self.model.feature_bank
+        return bank.num_slots if bank is not None else 0
+
     def _remember(self, images: torch.Tensor) -> None:
-        """Keep enough recent training images (``[0, 1]``) for the score statistics, queued ones included."""
+        """Keep enough recent training images (``[0, 1]``) for the score statistics, queue and feature bank."""
         self._statistics_stale = True
         if self.score_statistics == "first_images":
             return
         self._recent_images.append(images)
-        keep = self.score_stats_images + self._queued_images()
+        keep = self.score_stats_images + max(self._queued_images(), self._bank_images())
         while sum(len(chunk) for chunk in self._recent_images[1:]) >= keep:
             self._recent_images.pop(0)
 
@@ -246,6 +260,8 @@ class AdversarialInpaintingMixin(CheckedModuleMixin):
 
         The images are the ``score_stats_images`` most recent ones whose features have left the memory
         queue; too few images seen fall back to queued images, and fewer than ``score_stats_images`` warn.
+        With a feature bank, the bank is first filled with the eval-mode features of the most recent
+        ``feature_bank_images`` images, and the statistics are taken from images before those.
 
         Args:
             context: Why they are computed now, when not at the last batch of an epoch (starts a warning).
@@ -256,16 +272,26 @@ class AdversarialInpaintingMixin(CheckedModuleMixin):
             self._set_first_images_statistics()
             return
         images = torch.cat(self._recent_images)
-        queued = self._queued_images()
+        queued, banked = self._queued_images(), self._bank_images()
         problems = []
-        if queued and len(images) > queued:
-            images = images[:-queued]
-        elif queued:
+        if banked:
+            self._fill_feature_bank(images[-banked:])
+        held = max(queued, banked)  # the newest images, whose features the queue or the bank holds
+        if held and len(images) > held:
+            images = images[:-held]
+        elif held and queued >= banked:
             problems.append(
                 f"the {len(images)} training images seen are not longer than the memory queue ({queued} images): "
                 "the score statistics are computed on images whose features the queue holds, so the "
                 "memory-distance component is under-estimated. Use more training images per epoch or fewer "
                 "memory slots."
+            )
+        elif held:
+            problems.append(
+                f"the {len(images)} training images seen are not more than the feature bank holds "
+                f"(feature_bank_images={banked}): the score statistics are computed on images whose features the "
+                "bank holds, so the feature residual is under-estimated. Use more training images per epoch or a "
+                "smaller feature_bank_images."
             )
         images = images[-self.score_stats_images :]
         if len(images) < self.score_stats_images:
@@ -277,6 +303,14 @@ class AdversarialInpaintingMixin(CheckedModuleMixin):
             message = " Also, ".join(problems)
             warnings.warn(f"{context}: {message}" if context else message[0].upper() + message[1:], stacklevel=2)
         self.model.set_score_statistics(self._gather(self._eval_raw_scores(images)))
+
+    def _fill_feature_bank(self, images: torch.Tensor) -> None:
+        """Fill the feature bank with the eval-mode bottleneck features of ``images``, gathered over all processes."""
+        training = self.model.training
+        self.model.eval()
+        features = torch.cat([self.model.generator.bottleneck_features(chunk) for chunk in images.split(64)])
+        self.model.train(training)
+        self.model.feature_bank.fill(self._gather(features))
 
     def _eval_raw_scores(self, images: torch.Tensor) -> torch.Tensor:
         """Raw score components ``(N, 3)`` of channel-reduced images, the torch model in eval mode."""

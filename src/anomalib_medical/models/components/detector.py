@@ -7,9 +7,10 @@ residual) is standardised by its own training statistics and ``score_type`` pick
 them. A residual component pools its map by the mean (the plain reconstruction error) or by the maximum
 of the smoothed map (``residual_pooling="max"``: sensitive to small, local anomalies, which a mean over
 the image dilutes). The feature residual is either the encoder-feature residual of input and
-reconstruction or each patch's distance to the normal features held by the space-aware memory
-(``feature_residual``). The anomaly map is ours (the papers report image-level detection only): the image
-residual or the feature residual at input resolution, pixel maps smoothed by a Gaussian.
+reconstruction, each patch's distance to the normal features held by the space-aware memory, or its distance
+to eval-mode bottleneck features of recent training images (a :class:`~.memory.FeatureBank`; ``feature_residual``). The
+anomaly map is ours (the papers report image-level detection only): the image residual or the feature residual
+at input resolution, pixel maps smoothed by a Gaussian.
 
 Nothing is written to a buffer in ``forward``; :meth:`InpaintingDetector.set_score_statistics` is the
 only writer of the score statistics and is called by the Lightning module's training step.
@@ -26,13 +27,14 @@ from torch.nn import functional as F
 
 from .discriminator import ImageDiscriminator
 from .generator import GeneratorOutput, InpaintingGenerator
+from .memory import FeatureBank
 from .patches import patches_to_image
 from .validation import check_number
 
 ScoreType = Literal["discriminator", "residual_image", "residual_feature", "residual", "combined"]
 AnomalyMapType = Literal["image", "feature"]
 ResidualPooling = Literal["mean", "max"]
-FeatureResidual = Literal["encoder", "memory"]
+FeatureResidual = Literal["encoder", "memory", "bank"]
 DiscriminatorScoring = Literal["running", "per_image"]
 
 # Batch fields the Lightning test/predict steps add from :meth:`InpaintingDetector.reconstructions`.
@@ -64,10 +66,13 @@ class InpaintingDetector(nn.Module):
         residual_pooling: Image score of a pixel residual map: ``"mean"`` of the map or ``"max"`` of the
             smoothed map.
         feature_residual: The feature-space residual (score component and ``"feature"`` map): ``"encoder"``
-            (encoder features of input vs reconstruction) or ``"memory"`` (patch distance to the memory).
+            (encoder features of input vs reconstruction), ``"memory"`` (patch distance to the memory) or
+            ``"bank"`` (patch distance to the :class:`~.memory.FeatureBank` of ``feature_bank_images``
+            training images, filled by the Lightning module with the score statistics; ours).
         discriminator_scoring: Batch norm of the discriminator when it scores: ``"running"`` (its running
             statistics, eval mode) or ``"per_image"`` (each image's own statistics: the authors' train-mode
             discriminator with one test image per batch; no buffer changes, batch size does not matter).
+        feature_bank_images: Training images whose eval-mode features the bank holds (``feature_residual="bank"``).
 
     """
 
@@ -82,6 +87,7 @@ class InpaintingDetector(nn.Module):
         residual_pooling: ResidualPooling = "mean",
         feature_residual: FeatureResidual = "encoder",
         discriminator_scoring: DiscriminatorScoring = "running",
+        feature_bank_images: int = 1000,
     ) -> None:
         super().__init__()
         if score_type not in SCORE_WEIGHTS:
@@ -93,8 +99,8 @@ class InpaintingDetector(nn.Module):
         if residual_pooling not in {"mean", "max"}:
             msg = f"Unknown residual_pooling {residual_pooling!r}; expected 'mean' or 'max'."
             raise ValueError(msg)
-        if feature_residual not in {"encoder", "memory"}:
-            msg = f"Unknown feature_residual {feature_residual!r}; expected 'encoder' or 'memory'."
+        if feature_residual not in {"encoder", "memory", "bank"}:
+            msg = f"Unknown feature_residual {feature_residual!r}; expected 'encoder', 'memory' or 'bank'."
             raise ValueError(msg)
         if discriminator_scoring not in {"running", "per_image"}:
             msg = f"Unknown discriminator_scoring {discriminator_scoring!r}; expected 'running' or 'per_image'."
@@ -108,6 +114,7 @@ class InpaintingDetector(nn.Module):
             )
             raise ValueError(msg)
         check_number("map_sigma", map_sigma, 0)
+        check_number("feature_bank_images", feature_bank_images, 1, integer=True)
         self.in_channels = in_channels
         self.score_type = score_type
         self.anomaly_map_type = anomaly_map_type
@@ -116,6 +123,11 @@ class InpaintingDetector(nn.Module):
         self.discriminator_scoring = discriminator_scoring
         self.generator = generator
         self.discriminator = discriminator
+        self.feature_bank = (
+            FeatureBank(generator.grid**2, feature_bank_images, generator.bottleneck_dim)
+            if feature_residual == "bank"
+            else None
+        )
         self.blur = GaussianBlur2d(sigma=map_sigma, channels=1) if map_sigma > 0 else nn.Identity()
         # Mean/std of each raw score component over normal training images (anomaly score A).
         self.register_buffer("score_mean", torch.zeros(len(SCORE_COMPONENTS)))
@@ -156,9 +168,13 @@ class InpaintingDetector(nn.Module):
         """Patch-level map ``(B, 1, H, W)`` of each patch query's cosine distance to its nearest memory item.
 
         A feature residual with respect to the normal features the space-aware memory holds (a queue of
-        training features for SQUID, learned slots for SimSID); constant over each patch.
+        training features for SQUID, learned slots for SimSID); constant over each patch. With
+        ``feature_residual="bank"``, the distance of each patch's encoder bottleneck to the feature bank instead.
         """
-        distance = self.generator.inpainting.memory.nearest_distance(output.memory_queries)
+        if self.feature_bank is not None:
+            distance = self.feature_bank.nearest_distance(self.generator.patch_vectors(output.encoder_features[-1]))
+        else:
+            distance = self.generator.inpainting.memory.nearest_distance(output.memory_queries)
         grid = self.generator.grid
         return F.interpolate(distance.reshape(-1, 1, grid, grid), size=output.image.shape[-2:], mode="nearest")
 
@@ -180,7 +196,8 @@ class InpaintingDetector(nn.Module):
           batch norms of ``discriminator_scoring``.
         - ``residual_image``: the pooled squared residual ``(x - x_hat)**2`` (:meth:`pool`).
         - ``residual_feature``: with ``feature_residual="encoder"`` the pooled encoder-feature residual;
-          with ``"memory"`` the largest patch distance to the memory (:meth:`memory_distance_map`).
+          with ``"memory"`` or ``"bank"`` the largest patch distance to the memory or the bank
+          (:meth:`memory_distance_map`).
 
         Args:
             image: Channel-reduced input ``(B, C, H, W)`` in ``[0, 1]``.
@@ -201,7 +218,7 @@ class InpaintingDetector(nn.Module):
             image_score = self.pool(image_map)
             image_map = self.blur(image_map)
         if "residual_feature" in components or self.anomaly_map_type == "feature":
-            if self.feature_residual == "memory":  # patch-level: pooled and shown as it is
+            if self.feature_residual in {"memory", "bank"}:  # patch-level: pooled and shown as it is
                 feature_map = self.memory_distance_map(output)
                 feature_score = feature_map.amax(dim=(1, 2, 3))
             else:

@@ -217,6 +217,7 @@ class InpaintingGenerator(nn.Module):
             )
             raise ValueError(msg)
         sizes = self._feature_sizes(in_channels, (image_size[0] // grid, image_size[1] // grid))
+        self.bottleneck_dim = channels[levels] * sizes[levels][0] * sizes[levels][1]
         self.inpainting = InpaintingBlock(
             channels[levels],
             sizes[levels],
@@ -270,6 +271,14 @@ class InpaintingGenerator(nn.Module):
     def encode(self, image: torch.Tensor) -> list[torch.Tensor]:
         """Encode all patches of ``image`` ``(B, C, H, W)`` (output range); features finest first."""
         return self.encoder(image_to_patches(image, self.grid))
+
+    def patch_vectors(self, features: torch.Tensor) -> torch.Tensor:
+        """Patch feature maps ``(B * grid**2, C, h, w)`` as one vector per patch, ``(B, grid**2, C * h * w)``."""
+        return features.reshape(-1, self.grid * self.grid, features[0].numel())
+
+    def bottleneck_features(self, image: torch.Tensor) -> torch.Tensor:
+        """Return the encoder bottleneck of each patch of ``image`` in ``[0, 1]`` as vectors (:meth:`patch_vectors`)."""
+        return self.patch_vectors(self.encode(self.to_output_range(image))[-1])
 
     def _skips(self, features: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         """Skip connections: the finest ``merge_levels`` are reassembled into whole-image maps."""

@@ -7,6 +7,9 @@ patch): a query at position ``p`` only reads bank ``p``. Two kinds share the rea
   images (registered buffers, written only by an explicit :meth:`MemoryQueue.update`).
 - :class:`MemoryMatrix`: slots are learned parameters.
 
+:class:`FeatureBank` (ours) holds eval-mode encoder features of recent training images in the same layout; it
+is never read by attention, only searched for each patch's nearest normal feature when scoring.
+
 Reading is dot-product attention over the slots followed by Gumbel shrinkage: keep the top-k
 weights, hard-shrink the rest to zero, renormalise, and pass gradients straight through.
 All positions are read and written in single batched tensor ops.
@@ -166,6 +169,51 @@ class MemoryQueue(SpaceAwareMemory):
         index = (self.pointer + offsets) % self.num_slots
         self.slots.index_copy_(1, index, features[num_new - kept :].detach().transpose(0, 1).to(self.slots.dtype))
         self.pointer.copy_((self.pointer + num_new) % self.num_slots)
+
+
+class FeatureBank(SpaceAwareMemory):
+    """Eval-mode encoder features of ``num_slots`` recent training images, per patch position (ours, for scoring).
+
+    The memory queue holds the 1 x 1-reduced in-painting queries of the last images, written in training mode
+    while the encoder was still changing. The bank holds the eval-mode bottleneck features (before that
+    reduction) of more images, computed with the weights of the end of an epoch, so that
+    :meth:`nearest_distance` measures a patch against the normal variation the trained encoder sees (PatchCore's
+    memory bank, kept per position). A registered buffer: saved in checkpoints and baked into exports;
+    :meth:`fill` is its only writer.
+
+    Args:
+        num_positions: Number of positions (patches).
+        num_slots: Images whose features the bank holds.
+        dim: Feature dimension.
+
+    """
+
+    def __init__(self, num_positions: int, num_slots: int, dim: int) -> None:
+        super().__init__(top_k=None)
+        self.register_buffer("slots", torch.zeros(num_positions, num_slots, dim))
+
+    @property
+    def num_slots(self) -> int:
+        """Images the bank holds."""
+        return self.slots.shape[1]
+
+    @torch.no_grad()
+    def fill(self, features: torch.Tensor) -> None:
+        """Replace the bank by ``features`` ``(N, P, D)``.
+
+        With more than ``num_slots`` images only the last ``num_slots`` are kept; with fewer, they are repeated
+        to fill every slot (a repeated feature does not change a nearest distance).
+
+        Raises:
+            ValueError: If ``features`` holds no image.
+
+        """
+        if not len(features):
+            msg = "FeatureBank.fill needs the features of at least one image."
+            raise ValueError(msg)
+        index = torch.arange(self.num_slots, device=features.device) % len(features)
+        kept = features[-self.num_slots :] if len(features) >= self.num_slots else features[index]
+        self.slots.copy_(kept.transpose(0, 1).to(self.slots.dtype))
 
 
 class MaskedShortcut(nn.Module):

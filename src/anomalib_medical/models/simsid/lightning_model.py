@@ -84,11 +84,13 @@ class SimSID(ModelInfoExportMixin, AdversarialInpaintingMixin, RadiographVisuali
         anomaly_map_type: ``image`` or ``feature`` residual map.
         map_sigma: Gaussian smoothing of the anomaly map, pixels.
         residual_pooling: Residual image scores: ``mean`` of the map or ``max`` of the smoothed map (ours).
-        feature_residual: ``encoder`` (encoder features of input vs reconstruction) or ``memory`` (patch
-            distance to the nearest learned memory slot).
+        feature_residual: ``encoder`` (encoder features of input vs reconstruction), ``memory`` (patch
+            distance to the nearest learned memory slot) or ``bank`` (patch distance to eval-mode features of the
+            last ``feature_bank_images`` training images of each epoch, ours).
         discriminator_scoring: Discriminator batch norm when scoring: ``running`` (eval mode, ours) or
             ``per_image`` (each image's own statistics, no buffer changed: the authors' train-mode discriminator
             scoring one image per batch, the papers' score).
+        feature_bank_images: Training images whose eval-mode features the bank holds (``feature_residual="bank"``).
         reconstruction_weight: Student reconstruction loss weight.
         teacher_weight: Teacher reconstruction loss weight.
         distillation_weight: Distillation loss weight.
@@ -144,6 +146,7 @@ class SimSID(ModelInfoExportMixin, AdversarialInpaintingMixin, RadiographVisuali
         residual_pooling: ResidualPooling = "mean",
         feature_residual: FeatureResidual = "encoder",
         discriminator_scoring: DiscriminatorScoring = "running",
+        feature_bank_images: int = 1000,
         reconstruction_weight: float = 10.0,
         teacher_weight: float = 0.01,
         distillation_weight: float = 0.001,
@@ -201,6 +204,7 @@ class SimSID(ModelInfoExportMixin, AdversarialInpaintingMixin, RadiographVisuali
             residual_pooling=residual_pooling,
             feature_residual=feature_residual,
             discriminator_scoring=discriminator_scoring,
+            feature_bank_images=feature_bank_images,
         )
         self.configure_adversarial_training(
             reconstruction_weight=reconstruction_weight,

@@ -65,10 +65,12 @@ class SimSIDModel(InpaintingDetector):
         anomaly_map_type: ``image`` or ``feature`` residual map.
         map_sigma: Gaussian smoothing of the anomaly map, pixels.
         residual_pooling: Residual image scores: ``mean`` of the map or ``max`` of the smoothed map (ours).
-        feature_residual: ``encoder`` (encoder features of input vs reconstruction) or ``memory`` (each
-            patch's distance to the nearest learned memory slot).
+        feature_residual: ``encoder`` (encoder features of input vs reconstruction), ``memory`` (each
+            patch's distance to the nearest learned memory slot) or ``bank`` (each patch's distance to eval-mode
+            features of recent training images, ours).
         discriminator_scoring: ``"running"`` (eval-mode batch norm) or ``"per_image"`` (each image's own
             batch-norm statistics: the authors' train-mode discriminator scoring one image at a time).
+        feature_bank_images: Training images whose eval-mode features the bank holds (``feature_residual="bank"``).
 
     """
 
@@ -103,6 +105,7 @@ class SimSIDModel(InpaintingDetector):
         residual_pooling: ResidualPooling = "mean",
         feature_residual: FeatureResidual = "encoder",
         discriminator_scoring: DiscriminatorScoring = "running",
+        feature_bank_images: int = 1000,
     ) -> None:
         generator = InpaintingGenerator(
             image_size=image_size,
@@ -139,4 +142,5 @@ class SimSIDModel(InpaintingDetector):
             residual_pooling,
             feature_residual,
             discriminator_scoring,
+            feature_bank_images,
         )

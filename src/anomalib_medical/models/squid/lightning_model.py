@@ -78,11 +78,13 @@ class Squid(ModelInfoExportMixin, AdversarialInpaintingMixin, RadiographVisualiz
         anomaly_map_type: ``image`` (smoothed squared residual) or ``feature`` (the feature residual).
         map_sigma: Gaussian smoothing of the squared image residual, pixels.
         residual_pooling: Residual image score: ``max`` of the smoothed map (ours) or ``mean`` of the map.
-        feature_residual: ``memory`` (patch distance to the memory queue) or ``encoder`` (encoder features of
-            input vs reconstruction).
+        feature_residual: ``memory`` (patch distance to the memory queue), ``encoder`` (encoder features of
+            input vs reconstruction) or ``bank`` (patch distance to eval-mode features of the last
+            ``feature_bank_images`` training images of each epoch, ours; the CPU recipe's).
         discriminator_scoring: Discriminator batch norm when scoring: ``running`` (eval mode, ours) or
             ``per_image`` (each image's own statistics, no buffer changed: the authors' train-mode discriminator
             scoring one image per batch, the papers' score).
+        feature_bank_images: Training images whose eval-mode features the bank holds (``feature_residual="bank"``).
         reconstruction_weight: Student reconstruction loss weight.
         teacher_weight: Teacher reconstruction loss weight.
         distillation_weight: Distillation loss weight.
@@ -133,6 +135,7 @@ class Squid(ModelInfoExportMixin, AdversarialInpaintingMixin, RadiographVisualiz
         residual_pooling: ResidualPooling = "max",
         feature_residual: FeatureResidual = "memory",
         discriminator_scoring: DiscriminatorScoring = "running",
+        feature_bank_images: int = 1000,
         reconstruction_weight: float = 10.0,
         teacher_weight: float = 0.01,
         distillation_weight: float = 0.001,
@@ -185,6 +188,7 @@ class Squid(ModelInfoExportMixin, AdversarialInpaintingMixin, RadiographVisualiz
             residual_pooling=residual_pooling,
             feature_residual=feature_residual,
             discriminator_scoring=discriminator_scoring,
+            feature_bank_images=feature_bank_images,
         )
         self.configure_adversarial_training(
             reconstruction_weight=reconstruction_weight,

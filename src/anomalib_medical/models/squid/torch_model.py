@@ -63,10 +63,12 @@ class SquidModel(InpaintingDetector):
         map_sigma: Gaussian smoothing of the squared image residual in pixels (``0`` disables it).
         residual_pooling: Image score of a pixel residual map: ``"max"`` of the smoothed map (ours, the
             default: DigitAnatomy's anomalies are single cells) or the ``"mean"`` reconstruction error.
-        feature_residual: ``"memory"`` (each patch's distance to the memory queue, the default) or
-            ``"encoder"`` (encoder features of input vs reconstruction).
+        feature_residual: ``"memory"`` (each patch's distance to the memory queue, the default),
+            ``"encoder"`` (encoder features of input vs reconstruction) or ``"bank"`` (each patch's distance to
+            eval-mode features of recent training images, ours).
         discriminator_scoring: ``"running"`` (eval-mode batch norm) or ``"per_image"`` (each image's own
             batch-norm statistics: the authors' train-mode discriminator scoring one image at a time).
+        feature_bank_images: Training images whose eval-mode features the bank holds (``feature_residual="bank"``).
 
     """
 
@@ -97,6 +99,7 @@ class SquidModel(InpaintingDetector):
         residual_pooling: ResidualPooling = "max",
         feature_residual: FeatureResidual = "memory",
         discriminator_scoring: DiscriminatorScoring = "running",
+        feature_bank_images: int = 1000,
     ) -> None:
         generator = InpaintingGenerator(
             image_size=image_size,
@@ -133,4 +136,5 @@ class SquidModel(InpaintingDetector):
             residual_pooling,
             feature_residual,
             discriminator_scoring,
+            feature_bank_images,
         )
