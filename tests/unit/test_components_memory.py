@@ -9,6 +9,7 @@ from anomalib_medical.models.components import (
     MaskedShortcut,
     MemoryMatrix,
     MemoryQueue,
+    SpaceAwareMemory,
     grid_neighbours,
     gumbel_shrinkage,
     image_to_patches,
@@ -199,9 +200,13 @@ def test_feature_bank_keeps_the_last_images_or_repeats_fewer():
     assert "slots" in bank.state_dict()
     features = torch.randn(5, 2, 4)
     bank.fill(features)
-    torch.testing.assert_close(bank.slots, features[2:].transpose(0, 1))
+    unit = features / features.norm(dim=-1, keepdim=True)  # stored unit-length
+    torch.testing.assert_close(bank.slots, unit[2:].transpose(0, 1))
     bank.fill(features[:2])  # fewer images than slots: repeated, so every slot holds a real feature
-    torch.testing.assert_close(bank.slots, features[[0, 1, 0]].transpose(0, 1))
-    torch.testing.assert_close(bank.nearest_distance(features[:2]), torch.zeros(2, 2), atol=1e-6, rtol=0)
+    torch.testing.assert_close(bank.slots, unit[[0, 1, 0]].transpose(0, 1))
+    torch.testing.assert_close(bank.nearest_distance(3 * features[:2]), torch.zeros(2, 2), atol=1e-6, rtol=0)
+    # the cosine distance of SpaceAwareMemory, without normalising the bank at each call
+    query = torch.randn(4, 2, 4)
+    torch.testing.assert_close(bank.nearest_distance(query), SpaceAwareMemory.nearest_distance(bank, query))
     with pytest.raises(ValueError, match="at least one image"):
         bank.fill(features[:0])

@@ -10,6 +10,7 @@ from anomalib import LearningType
 from anomalib.data import InferenceBatch
 from anomalib.engine import Engine
 from lightning.pytorch import Callback
+from torch.nn import functional as F
 
 from anomalib_medical.models import SimSID, Squid
 from anomalib_medical.models.components.detector import SCORE_WEIGHTS
@@ -370,7 +371,7 @@ def test_feature_bank_holds_eval_features_of_the_last_images_and_statistics_skip
     detector = model.model.eval()
     with torch.no_grad():
         bank_features = detector.generator.bottleneck_features(seen[-16:])
-        torch.testing.assert_close(detector.feature_bank.slots, bank_features.transpose(0, 1))
+        torch.testing.assert_close(detector.feature_bank.slots, F.normalize(bank_features, dim=-1).transpose(0, 1))
         # the feature residual is each patch's distance to the bank, not to the queue
         raw, anomaly_map = detector.raw_scores(seen[:4])
         distance = detector.feature_bank.nearest_distance(detector.generator.bottleneck_features(seen[:4]))

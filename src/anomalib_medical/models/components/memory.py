@@ -178,8 +178,9 @@ class FeatureBank(SpaceAwareMemory):
     while the encoder was still changing. The bank holds the eval-mode bottleneck features (before that
     reduction) of more images, computed with the weights of the end of an epoch, so that
     :meth:`nearest_distance` measures a patch against the normal variation the trained encoder sees (PatchCore's
-    memory bank, kept per position). A registered buffer: saved in checkpoints and baked into exports;
-    :meth:`fill` is its only writer.
+    memory bank, kept per position). The features are stored unit-length, so that a search does not normalise the
+    whole bank again at every call. A registered buffer: saved in checkpoints and baked into exports; :meth:`fill`
+    is its only writer.
 
     Args:
         num_positions: Number of positions (patches).
@@ -197,9 +198,14 @@ class FeatureBank(SpaceAwareMemory):
         """Images the bank holds."""
         return self.slots.shape[1]
 
+    def nearest_distance(self, query: torch.Tensor) -> torch.Tensor:
+        """Cosine distance ``(N, P)`` of each query ``(N, P, D)`` to the nearest stored feature of its position."""
+        similarity = torch.einsum("npd,pmd->npm", F.normalize(query, dim=-1), self.slots)
+        return 1.0 - similarity.amax(dim=-1)
+
     @torch.no_grad()
     def fill(self, features: torch.Tensor) -> None:
-        """Replace the bank by ``features`` ``(N, P, D)``.
+        """Replace the bank by ``features`` ``(N, P, D)``, stored unit-length.
 
         With more than ``num_slots`` images only the last ``num_slots`` are kept; with fewer, they are repeated
         to fill every slot (a repeated feature does not change a nearest distance).
@@ -213,7 +219,7 @@ class FeatureBank(SpaceAwareMemory):
             raise ValueError(msg)
         index = torch.arange(self.num_slots, device=features.device) % len(features)
         kept = features[-self.num_slots :] if len(features) >= self.num_slots else features[index]
-        self.slots.copy_(kept.transpose(0, 1).to(self.slots.dtype))
+        self.slots.copy_(F.normalize(kept, dim=-1).transpose(0, 1).to(self.slots.dtype))
 
 
 class MaskedShortcut(nn.Module):
