@@ -14,6 +14,7 @@ import pytest
 from tests.conftest import REPO_ROOT, assert_succeeded, console_script, run_command
 
 PYTHON = sys.executable
+WHEEL_INPUTS = ("pyproject.toml", "README.md", "LICENSE", "anomalib_medical_autoload.pth")
 PROBE = (
     "import json, sys; "
     "print(json.dumps({'heavy': sorted(m for m in sys.modules if m.split('.')[0] in {'anomalib', 'torch', "
@@ -146,7 +147,11 @@ def test_wheel_install_registers_with_the_stock_command(tmp_path: Path) -> None:
     borrowed = Path(sysconfig.get_path("purelib"))
     (_site_packages(venv) / "zz_borrowed_dependencies.pth").write_text(f"{borrowed}\n")
     source = tmp_path / "source"
-    shutil.copytree(REPO_ROOT, source, ignore=shutil.ignore_patterns(".git", ".venv", "*.egg-info", "__pycache__"))
+    # Only the wheel's build inputs: other tests, running in parallel, write and delete files elsewhere in the checkout.
+    source.mkdir()
+    shutil.copytree(REPO_ROOT / "src", source / "src", ignore=shutil.ignore_patterns("*.egg-info", "__pycache__"))
+    for name in WHEEL_INPUTS:
+        shutil.copy2(REPO_ROOT / name, source / name)
     install = run_command(
         [python, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--no-index", "-q", source],
     )
