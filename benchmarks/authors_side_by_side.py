@@ -8,6 +8,7 @@ Usage::
         --device cuda
     python benchmarks/authors_side_by_side.py --squid /path/to/SQUID --precision bf16-mixed   # ours in bf16
     python benchmarks/authors_side_by_side.py --squid /path/to/SQUID --device cuda --compile   # ours compiled
+    python benchmarks/authors_side_by_side.py --squid /path/to/SQUID --openvino   # and ours exported to OpenVINO
 
 ``--squid`` / ``--simsid`` are checkouts of github.com/tiangexiang/SQUID and github.com/MrGiovanni/SimSID; SimSID
 has no DigitAnatomy configuration, so it is measured with ``--config zhang`` only. The authors' networks are built
@@ -22,14 +23,21 @@ threads, steps of the two sides alternate (so that a change of the machine's loa
   in its discriminator step and again in its generator step; SimSID once) against our ``training_step``
   (outside a Trainer, after our ``setup("fit")``); images/s over ``--steps`` steps after ``--warmup``;
 - inference: the authors' scoring (generator in eval mode, discriminator in training mode on one image per
-  batch) against our torch model's eval forward (``discriminator_scoring="per_image"``, score and anomaly map);
-  median milliseconds per image at batch 1 and 16 over ``--batches`` batches after 2 warm-up batches.
+  batch) against our torch model's eval forward (``discriminator_scoring="per_image"``, score and anomaly map;
+  channels-last on the CPU, as our Lightning module runs it); median milliseconds per image at batch 1 and 16 over
+  ``--batches`` batches after 2 warm-up batches. ``--openvino`` adds the same rows for our model exported as
+  anomalib exports it (ONNX, OpenVINO IR) and run by OpenVINO on the CPU with ``--threads`` threads;
+- work: the floating-point operations of convolutions and matrix products (``torch.utils.flop_counter``) of one
+  training step (averaged over an ``n_critic`` cycle, forward and backward) and of the inference of one image,
+  counted on each side in an untimed extra call. Its ratio is the speed-up that doing less work gives when both
+  sides run their operations at the same speed; a speed-up beyond it needs faster kernels (channels-last
+  convolutions, fused Adam, fewer copies) or lower precision.
 
 ``--compile`` compiles our side with ``torch.compile`` (``nn.Module.compile``: the generator and the discriminator for
 training, the whole eval model for inference); the compilation runs in the warm-up steps and batches, untimed.
 ``--precision bf16-mixed`` runs our side under ``torch.autocast`` with bfloat16 (what Lightning's
 ``precision="bf16-mixed"`` does to the training and predict steps); the authors' code has no mixed precision and
-stays in float32. The speed-up column is ours / theirs (images/s) or theirs / ours (milliseconds). Nothing of
+stays in float32. The speed-up column is ours / theirs (images/s) or theirs / ours (milliseconds, GFLOP). Nothing of
 the authors' code is in this repository; their modules are imported from the checkout.
 """
 
@@ -41,6 +49,7 @@ import io
 import shlex
 import statistics
 import sys
+import tempfile
 import time
 import types
 from collections.abc import Callable, Sequence
@@ -49,6 +58,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "reference"))
 from make_authors_fixtures import LR, _build_simsid, _build_squid, _load_authors
@@ -242,12 +252,45 @@ def authors_scoring(generator: nn.Module, discriminator: nn.Module, family: str)
     return score
 
 
-def our_scoring(module: Any, compile_model: bool = False) -> Callable[[torch.Tensor], Any]:
-    """Our torch model's eval forward (score and anomaly map), compiled with ``torch.compile`` if asked."""
+def our_scoring(module: Any, device: torch.device, compile_model: bool = False) -> Callable[[torch.Tensor], Any]:
+    """Our torch model's eval forward (score and anomaly map), compiled with ``torch.compile`` if asked.
+
+    On the CPU in channels-last memory format, as the Lightning module's ``setup`` puts it for every stage.
+    """
     model = copy.deepcopy(module.model).eval()
+    if device.type == "cpu":
+        model.to(memory_format=torch.channels_last)
     if compile_model:
         model.compile()
     return torch.no_grad()(model)
+
+
+def our_openvino_scoring(module: Any, threads: int, precision: str, directory: Path) -> Callable[[torch.Tensor], Any]:
+    """Our model exported as anomalib exports it (ONNX, then OpenVINO IR), compiled for the CPU.
+
+    The raw graph (no post-processor: score and anomaly map, as the torch side); the exported input is anomalib's
+    3-channel image, so the grey images are repeated over 3 channels. OpenVINO runs ``threads`` inference threads,
+    in float32 (``precision="32"``) or bfloat16.
+    """
+    import openvino as ov
+
+    raw = copy.deepcopy(module).eval()
+    raw.post_processor = None
+    path = raw.to_openvino(directory, onnx_kwargs={"opset_version": 18})
+    config = {
+        "INFERENCE_NUM_THREADS": threads,
+        "INFERENCE_PRECISION_HINT": "f32" if precision == "32" else "bf16",
+        "PERFORMANCE_HINT": "LATENCY",
+    }
+    compiled = ov.Core().compile_model(str(path), "CPU", config)
+    return lambda images: compiled(images.expand(-1, 3, -1, -1).numpy())
+
+
+def count_gflop(run: Callable[[], Any]) -> float:
+    """Floating-point operations (``10**9``) of one call: convolutions and matrix products, forward and backward."""
+    with FlopCounterMode(display=False) as counter:
+        run()
+    return counter.get_total_flops() / 1e9
 
 
 def compile_for_training(module: Any) -> None:
@@ -278,21 +321,39 @@ def measure(
     theirs_images = images * 2 - 1 if family == "SimSID" else images  # SimSID's configuration normalises to [-1, 1]
     precision = functools.partial(in_bfloat16, device=device) if options.precision == "bf16-mixed" else None
     score_theirs = authors_scoring(generator, discriminator, family)
-    score_ours = our_scoring(ours, compile_model=options.compile)
+    score_ours = our_scoring(ours, device, compile_model=options.compile)
     if precision:
         score_ours = precision(score_ours)
-    rows = []
-    for batch in (1, BATCH):
-        seconds = alternate(
-            [lambda _, b=batch: score_theirs(theirs_images[:b]), lambda _, b=batch: score_ours(images[:b])],
-            warmup=2,
-            repeats=options.batches,
-            device=device,
+    runs = {"torch": score_ours}
+    if options.openvino:
+        with tempfile.TemporaryDirectory() as directory:
+            runs["OpenVINO"] = our_openvino_scoring(ours, options.threads, options.precision, Path(directory))
+    rows = [
+        (
+            f"{family} inference work, batch {BATCH}",
+            count_gflop(lambda: score_theirs(theirs_images)) / BATCH,
+            count_gflop(lambda: our_scoring(ours, device)(images)) / BATCH,  # eager: compiling does the same work
+            "GFLOP/image",
         )
-        theirs_ms, ours_ms = (1000 * statistics.median(record) / batch for record in seconds)
-        rows.append((f"{family} inference, batch {batch}", theirs_ms, ours_ms, "ms/image"))
+    ]
+    for runtime, score_ours in runs.items():
+        for batch in (1, BATCH):
+            seconds = alternate(
+                [lambda _, b=batch: score_theirs(theirs_images[:b]), lambda _, b=batch, r=score_ours: r(images[:b])],
+                warmup=2,
+                repeats=options.batches,
+                device=device,
+            )
+            theirs_ms, ours_ms = (1000 * statistics.median(record) / batch for record in seconds)
+            label = "" if runtime == "torch" else f", ours in {runtime}"
+            rows.append((f"{family} inference, batch {batch}{label}", theirs_ms, ours_ms, "ms/image"))
     step_theirs = authors_training_step(code, family, generator, discriminator, setting)
     step_ours = our_training_step(ours, device)
+    cycle = range(setting["n_critic"])  # one discriminator step per batch, a generator step every n_critic
+    work = [
+        sum(count_gflop(functools.partial(step, image, index)) for index in cycle) / len(cycle)
+        for step, image in ((step_theirs, theirs_images), (step_ours, images))
+    ]
     if options.compile:
         compile_for_training(ours)
     if precision:
@@ -304,7 +365,10 @@ def measure(
         device=device,
     )
     theirs_rate, ours_rate = (BATCH * len(record) / sum(record) for record in seconds)
-    rows.insert(0, (f"{family} training, batch {BATCH}", theirs_rate, ours_rate, "images/s"))
+    rows[:0] = [
+        (f"{family} training, batch {BATCH}", theirs_rate, ours_rate, "images/s"),
+        (f"{family} training work, batch {BATCH}", *work, "GFLOP/step"),
+    ]
     return rows
 
 
@@ -329,6 +393,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--precision", choices=["32", "bf16-mixed"], default="32", help="ours: float32, or bfloat16 autocast"
     )
     parser.add_argument("--compile", action="store_true", help="ours: compiled with torch.compile")
+    parser.add_argument(
+        "--openvino", action="store_true", help="also time ours exported to OpenVINO, on the CPU (--device cpu)"
+    )
     parser.add_argument("--warmup", type=int, default=3, help="untimed training steps first")
     parser.add_argument("--steps", type=int, default=6, help="timed training steps")
     parser.add_argument("--batches", type=int, default=10, help="timed inference batches per batch size")
@@ -347,6 +414,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
             parser.error(f"--compile needs --warmup >= n_critic={n_critic} ({family}): compiling stays untimed")
     if options.threads < 1 or options.warmup < 0 or options.batches < 1:
         parser.error("--threads and --batches must be >= 1, --warmup >= 0")
+    if options.openvino and options.device != "cpu":
+        parser.error("--openvino times the CPU deployment of the export: use --device cpu")
     if options.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device is available")
     options.families = families

@@ -77,6 +77,47 @@ def test_compile_compiles_ours_in_place_and_keeps_its_warm_up_untimed(checkout, 
     assert module.model.generator._compiled_call_impl is not None
     assert module.model.discriminator._compiled_call_impl is not None
     assert set(module.state_dict()) == keys
-    scoring = side_by_side.our_scoring(module, compile_model=True)
+    scoring = side_by_side.our_scoring(module, torch.device("cpu"), compile_model=True)
     assert scoring.__wrapped__._compiled_call_impl is not None
     assert not scoring.__wrapped__.training
+
+
+def test_our_cpu_scoring_runs_channels_last_as_the_lightning_module():
+    module = torch.nn.Module()
+    module.model = torch.nn.Conv2d(4, 4, 3)
+    scoring = side_by_side.our_scoring(module, torch.device("cpu"))
+    weight = scoring.__wrapped__.weight
+    assert weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
+    assert module.model.weight.is_contiguous()  # a copy: the module is left as it is
+
+
+def test_work_counts_convolutions_and_products_forward_and_backward():
+    layer = torch.nn.Linear(8, 4, bias=False)
+    image = torch.ones(3, 8)
+    assert side_by_side.count_gflop(lambda: layer(image)) * 1e9 == 2 * 3 * 8 * 4
+    # backward: the weight's gradient (the input needs none), one more product of the same size
+    assert side_by_side.count_gflop(lambda: layer(image).sum().backward()) * 1e9 == 2 * (2 * 3 * 8 * 4)
+
+
+def test_openvino_rows_need_the_cpu(checkout, capsys):
+    assert side_by_side.parse_args(["--squid", str(checkout), "--openvino"]).openvino
+    with pytest.raises(SystemExit):
+        side_by_side.parse_args(["--squid", str(checkout), "--openvino", "--device", "cuda"])
+    assert "--openvino times the CPU deployment" in capsys.readouterr().err
+
+
+def test_openvino_scoring_runs_our_export_on_grey_images(tmp_path):
+    from anomalib_medical.models import Squid
+
+    torch.manual_seed(0)
+    module = Squid(
+        image_size=24, patches_per_side=3, levels=2, base_channels=4, skip_ops=("concat", "none"), merge_levels=1,
+        memory_slots=6, top_k=2, decoder_memory=("position", "none"), decoder_memory_slots=5, num_heads=2,
+        visualizer=False,
+    )  # fmt: skip
+    images = torch.rand(2, 1, 24, 24)
+    outputs = side_by_side.our_openvino_scoring(module, threads=1, precision="32", directory=tmp_path)(images)
+    with torch.no_grad():
+        expected = module.model.eval()(images)
+    scores = next(value for key, value in outputs.items() if "pred_score" in key.names)
+    torch.testing.assert_close(torch.from_numpy(scores), expected.pred_score, rtol=1e-3, atol=1e-4)

@@ -75,6 +75,8 @@ def test_read_memory_matches_the_per_position_formula_and_its_gradients():
     # q S^T, shrinkage over the slots, weights S, position by position
     looped = torch.stack([gumbel_shrinkage(query[:, p] @ slots[p].T, 3) @ slots[p] for p in range(4)], dim=1)
     torch.testing.assert_close(batched, looped)
+    with torch.no_grad():  # the product order of inference
+        torch.testing.assert_close(read_memory(query, slots, top_k=3), looped.detach())
     probe = torch.randn_like(batched)
     gradients = [torch.autograd.grad((out * probe).sum(), (query, slots)) for out in (batched, looped)]
     for ours, reference in zip(*gradients, strict=True):
@@ -156,6 +158,17 @@ def test_decoder_memory_block_reads_the_bank_of_each_patch_position():
         block.memory.slots.copy_(torch.arange(4.0)[:, None, None].expand(4, 2, 4))
     out = block(torch.randn(2 * 4, 1, 2, 2))
     torch.testing.assert_close(out.reshape(2, 4, 4), torch.arange(4.0)[None, :, None].expand(2, 4, 4))
+
+
+@pytest.mark.parametrize("mode", ["position", "window"])
+def test_decoder_memory_block_keeps_the_input_layout(mode):
+    block = DecoderMemoryBlock(channels=3, feature_size=(4, 6), grid=2, mode=mode, num_slots=7, top_k=2).eval()
+    features = torch.randn(2 * 4, 3, 4, 6)
+    with torch.no_grad():
+        default, channels_last = block(features), block(features.contiguous(memory_format=torch.channels_last))
+    assert default.is_contiguous()
+    assert channels_last.is_contiguous(memory_format=torch.channels_last) and not channels_last.is_contiguous()
+    assert torch.equal(channels_last, default)
 
 
 def test_patches_round_trip_and_order():

@@ -398,28 +398,46 @@ def test_feature_bank_needs_recent_statistics():
 
 
 class _ConvFormatProbe(Callback):
-    """Records whether the model's 4-D convolution weights are channels-last at every training batch."""
+    """Records whether the model's 4-D convolution weights are channels-last at every training and test batch."""
 
     def __init__(self) -> None:
-        self.channels_last: list[bool] = []
+        self.channels_last: dict[str, list[bool]] = {"train": [], "test": []}
+
+    def _record(self, stage: str, pl_module) -> None:
+        weights = [p for p in pl_module.model.parameters() if p.dim() == 4]
+        self.channels_last[stage].append(all(w.is_contiguous(memory_format=torch.channels_last) for w in weights))
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        weights = [p for p in pl_module.model.parameters() if p.dim() == 4]
-        self.channels_last.append(all(w.is_contiguous(memory_format=torch.channels_last) for w in weights))
+        self._record("train", pl_module)
+
+    def on_test_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:
+        self._record("test", pl_module)
 
 
-def test_cpu_fit_trains_channels_last_and_ends_contiguous(tiny_digits, tmp_path):
+def _assert_default_format(model: Squid) -> None:
+    """Conv weights in the default format (1x1 or one-input-channel weights are both: the negative check skips them)."""
+    weights = [p for p in model.model.parameters() if p.dim() == 4]
+    assert all(w.is_contiguous() for w in weights)
+    assert not any(w.is_contiguous(memory_format=torch.channels_last) for w in weights if min(w.shape[1:]) > 1)
+
+
+def test_cpu_fit_and_test_run_channels_last_and_end_contiguous(tiny_digits, tmp_path):
     model = Squid(**TINY, visualizer=False)
     probe = _ConvFormatProbe()
     engine = _engine(tmp_path, callbacks=[probe])
     engine.fit(model, datamodule=tiny_digits)
-    assert probe.channels_last
-    assert all(probe.channels_last)
-    weights = [p for p in model.model.parameters() if p.dim() == 4]
-    # back to the default format for checkpoints, tests and export (a 1x1 or single-input-channel weight is
-    # both, so the negative check looks at the others)
-    assert all(w.is_contiguous() for w in weights)
-    assert not any(w.is_contiguous(memory_format=torch.channels_last) for w in weights if min(w.shape[1:]) > 1)
+    _assert_default_format(model)  # back to the default format after each stage, for checkpoints and export
+    image = torch.rand(2, 1, 24, 24, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = model.model.eval()(image)
+    engine.test(model, datamodule=tiny_digits)
+    _assert_default_format(model)
+    assert probe.channels_last["train"] and all(probe.channels_last["train"])
+    assert probe.channels_last["test"] and all(probe.channels_last["test"])
+    with torch.no_grad():  # the layout changes strides, not what the model computes
+        actual = model.model.eval()(image)
+    torch.testing.assert_close(actual.pred_score, expected.pred_score)
+    torch.testing.assert_close(actual.anomaly_map, expected.anomaly_map)
 
 
 @pytest.mark.slow

@@ -178,11 +178,12 @@ class InpaintingDetector(nn.Module):
         grid = self.generator.grid
         return F.interpolate(distance.reshape(-1, 1, grid, grid), size=output.image.shape[-2:], mode="nearest")
 
-    def pool(self, residual_map: torch.Tensor) -> torch.Tensor:
-        """Image score ``(B,)`` of a pixel residual map: its mean, or the maximum of the smoothed map."""
+    def pool_and_smooth(self, residual_map: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Image score ``(B,)`` of a pixel residual map (mean, or maximum of the smoothed map) and the smoothed map."""
+        smoothed = self.blur(residual_map)
         if self.residual_pooling == "max":
-            return self.blur(residual_map).amax(dim=(1, 2, 3))
-        return residual_map.mean(dim=(1, 2, 3))
+            return smoothed.amax(dim=(1, 2, 3)), smoothed
+        return residual_map.mean(dim=(1, 2, 3)), smoothed
 
     def raw_scores(
         self,
@@ -194,7 +195,7 @@ class InpaintingDetector(nn.Module):
 
         - ``discriminator``: the negative real/fake logit of the student reconstruction (the papers'), with the
           batch norms of ``discriminator_scoring``.
-        - ``residual_image``: the pooled squared residual ``(x - x_hat)**2`` (:meth:`pool`).
+        - ``residual_image``: the pooled squared residual ``(x - x_hat)**2`` (:meth:`pool_and_smooth`).
         - ``residual_feature``: with ``feature_residual="encoder"`` the pooled encoder-feature residual;
           with ``"memory"`` or ``"bank"`` the largest patch distance to the memory or the bank
           (:meth:`memory_distance_map`).
@@ -214,17 +215,13 @@ class InpaintingDetector(nn.Module):
         zeros = image.new_zeros(image.shape[0])
         image_map = image_score = feature_map = feature_score = zeros
         if "residual_image" in components or self.anomaly_map_type == "image":
-            image_map = self.image_residual_map(image, output)
-            image_score = self.pool(image_map)
-            image_map = self.blur(image_map)
+            image_score, image_map = self.pool_and_smooth(self.image_residual_map(image, output))
         if "residual_feature" in components or self.anomaly_map_type == "feature":
             if self.feature_residual in {"memory", "bank"}:  # patch-level: pooled and shown as it is
                 feature_map = self.memory_distance_map(output)
                 feature_score = feature_map.amax(dim=(1, 2, 3))
             else:
-                feature_map = self.encoder_residual_map(output)
-                feature_score = self.pool(feature_map)
-                feature_map = self.blur(feature_map)
+                feature_score, feature_map = self.pool_and_smooth(self.encoder_residual_map(output))
         scores = torch.stack(
             [
                 -self.discriminator(output.reconstruction, per_image=self.discriminator_scoring == "per_image")

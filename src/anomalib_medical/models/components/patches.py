@@ -22,6 +22,15 @@ def _is_channels_last(tensor: torch.Tensor) -> bool:
     return tensor.is_contiguous(memory_format=torch.channels_last) and not tensor.is_contiguous()
 
 
+def layout_like(tensor: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """``tensor`` laid out channels-last if ``reference`` is (a copy), else ``tensor`` as it is.
+
+    For a block whose arithmetic leaves the default layout (a reshape to vectors and back): its output then goes
+    on in the layout of its input, and the convolutions after it stay on oneDNN's channels-last kernels.
+    """
+    return tensor.contiguous(memory_format=torch.channels_last) if _is_channels_last(reference) else tensor
+
+
 def image_to_patches(image: torch.Tensor, grid: int) -> torch.Tensor:
     """Cut images into a ``grid x grid`` set of non-overlapping patches.
 
