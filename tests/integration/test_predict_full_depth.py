@@ -64,8 +64,9 @@ def test_predict_scores_full_depth_images(trained, scans):
     model.eval()
     with torch.no_grad():
         expected = model(resized)
-    torch.testing.assert_close(batch.pred_score, expected.pred_score)
-    torch.testing.assert_close(batch.anomaly_map, expected.anomaly_map.squeeze(1))
+    # the engine predicts in channels-last on the CPU (Squid's setup): the same values up to float rounding
+    torch.testing.assert_close(batch.pred_score, expected.pred_score, rtol=1e-3, atol=1e-5)
+    torch.testing.assert_close(batch.anomaly_map, expected.anomaly_map.squeeze(1), rtol=1e-3, atol=1e-5)
     assert torch.isfinite(batch.pred_score).all()
 
 
