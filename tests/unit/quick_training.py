@@ -2,7 +2,7 @@
 
 Seeded GAN training is not reproducible across CPUs and thread counts, so the tests do not bound an overall
 AUROC (0.57-0.76 over seeds at this budget: too close to chance). They bound two properties whose measured
-distribution (seeds 0-4, 1 and 2 threads; in the tests' docstrings) leaves a wide margin: the reconstruction
+distribution (over seeds, at 1 and 2 threads: in the tests' docstrings) leaves a wide margin: the reconstruction
 error of normal test images relative to the untrained model's, and the ranking of "missing"-cell images.
 """
 

@@ -442,14 +442,17 @@ def test_cpu_fit_and_test_run_channels_last_and_end_contiguous(tiny_digits, tmp_
 
 @pytest.mark.slow
 def test_short_training_learns_to_reconstruct_and_flags_missing_cells(tmp_path):
-    """40 steps on 24 px DigitAnatomy; bounds far outside the measured spread (see ``tests/unit/quick_training.py``).
+    """40 steps on 24 px DigitAnatomy; bounds outside the measured spread (see ``tests/unit/quick_training.py``).
 
-    Measured over seeds 0-4 at 1 and 2 threads (10 runs): reconstruction error ratio 0.39-0.67, "missing" AUROC
-    0.95-1.0 (all anomaly types together 0.62-0.74).
+    The teacher trains the encoder, as in the CPU recipe: without it, seed 4 collapsed at one thread (ratio 0.81,
+    "missing" AUROC 0.25) and seed 11 reached only 0.79. With it, measured on 2026-12-05 over seeds 0-11 at 1 and 2
+    threads (24 runs, AMD machine): reconstruction error ratio 0.32-0.78, "missing" AUROC 0.75-1.0.
     """
-    ratio, missing_auroc = train_briefly(lambda: Squid(**QUICK, reconstruction_weight=1.0, scheduler_t_max=2), tmp_path)
-    assert ratio < 0.85
-    assert missing_auroc > 0.8
+    ratio, missing_auroc = train_briefly(
+        lambda: Squid(**QUICK, reconstruction_weight=1.0, scheduler_t_max=2, teacher_trains_encoder=True), tmp_path
+    )
+    assert ratio < 0.9
+    assert missing_auroc > 0.6
 
 
 def test_feature_anomaly_map_is_the_patch_level_memory_distance():
